@@ -1,0 +1,28 @@
+# The two commands of the README: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+SOURCES := workflows activities api store worker.py config.py errors.py orchestration.py mailsink.py devstack.py
+
+.PHONY: install run test lint bench
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+run: install
+	$(PY) devstack.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy --strict $(SOURCES) bench tests
+
+# SQLite always; PostgreSQL too when TEST_DATABASE_URL is set (CI sets it).
+test: lint
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/enrol.py

@@ -1,0 +1,72 @@
+"""The FastAPI application: its factory, and the lifespan that owns the store and Temporal."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from api import errors
+from api.deps import Clock
+from api.routers import campaigns, candidates, events, mailbox, recipients, unsubscribe
+from config import Settings
+from store.session import SessionFactory, create_engine, create_session_factory
+
+DESCRIPTION = """
+Nurture campaigns for candidates, on Temporal.
+
+Authenticate with `Authorization: Bearer <API key>`: an admin's key for campaigns and
+recipients, a service key for candidates and events.
+"""
+
+
+async def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    temporal: Client | None = None,
+    sessions: SessionFactory | None = None,
+    clock: Clock = system_clock,
+) -> FastAPI:
+    """Tests pass their own Temporal client, sessions and clock; `make run` passes none."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = None
+        if sessions is None:
+            engine = create_engine(settings.database_url)
+            app.state.sessions = create_session_factory(engine)
+        else:
+            app.state.sessions = sessions
+        app.state.temporal = temporal or await Client.connect(
+            settings.temporal_address, namespace=settings.temporal_namespace
+        )
+        try:
+            yield
+        finally:
+            if engine is not None:
+                await engine.dispose()
+
+    app = FastAPI(title="nurture", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.clock = clock
+    errors.install(app)
+    for module in (candidates, campaigns, recipients, events, unsubscribe, mailbox):
+        app.include_router(module.router)
+
+    @app.get("/health", tags=["health"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def main() -> FastAPI:
+    """`uvicorn --factory api.app:main`."""
+    return create_app(Settings())

@@ -1,0 +1,69 @@
+"""Idempotency-Key for writes from backend services: a repeat answers the first answer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from errors import ConflictError, ValidationError
+from store.models import IdempotentRequest
+
+
+def fingerprint(method: str, path: str, body: BaseModel) -> str:
+    data = json.dumps([method, path, jsonable_encoder(body)], sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()
+
+
+async def once(
+    session: AsyncSession,
+    company_id: int,
+    key: str | None,
+    print_: str,
+    status_code: int,
+    produce: Callable[[], Awaitable[BaseModel]],
+) -> JSONResponse:
+    """Run `produce` in one transaction, or replay what it answered for this key before."""
+    if key is not None:
+        if not 1 <= len(key) <= 200:
+            raise ValidationError("The Idempotency-Key header must have 1 to 200 characters.")
+        async with session.begin():
+            seen = await session.scalar(
+                select(IdempotentRequest).where(
+                    IdempotentRequest.company_id == company_id, IdempotentRequest.key == key
+                )
+            )
+        if seen is not None:
+            if seen.fingerprint != print_:
+                raise ValidationError(
+                    "This Idempotency-Key was used for a different request; use a new key."
+                )
+            return JSONResponse(seen.body["answer"], status_code=seen.status_code)
+    try:
+        async with session.begin():
+            answer: Any = jsonable_encoder(await produce())
+            if key is not None:
+                session.add(
+                    IdempotentRequest(
+                        company_id=company_id,
+                        key=key,
+                        fingerprint=print_,
+                        status_code=status_code,
+                        body={"answer": answer},
+                    )
+                )
+    except IntegrityError:
+        if key is None:
+            raise
+        raise ConflictError(
+            "A request with this Idempotency-Key is being processed; retry in a moment."
+        ) from None
+    return JSONResponse(answer, status_code=status_code)

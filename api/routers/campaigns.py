@@ -1,0 +1,208 @@
+"""Campaigns: drafts, tests, saving; admins of a company with the add-on only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import time
+
+from fastapi import APIRouter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from activities.mail import message_id_for
+from api.deps import CampaignAdminDep, NowDep, SessionDep, SettingsDep, TemporalDep
+from api.schemas import (
+    CampaignCreate,
+    CampaignOut,
+    CampaignSummary,
+    CampaignTest,
+    CampaignTestOut,
+    CampaignUpdate,
+    TestSendOut,
+    TouchpointIn,
+    TouchpointOut,
+)
+from errors import UnavailableError
+from store import campaigns as store
+from store.candidates import get_candidate
+from store.models import Campaign, Company, ExitOption, Message, MessageState, Touchpoint
+from workflows.campaign_test import CampaignTestWorkflow
+from workflows.contracts import CampaignTestInput
+
+router = APIRouter(prefix="/campaigns", tags=["campaigns"])
+
+
+def _specs(touchpoints: Sequence[TouchpointIn]) -> list[store.TouchpointSpec]:
+    return [
+        store.TouchpointSpec(
+            subject=t.subject,
+            body=t.body,
+            format=t.format,
+            sender_user_id=t.sender_user_id,
+            send_time=t.send_time,
+            interval_days=t.interval_days,
+        )
+        for t in touchpoints
+    ]
+
+
+async def campaign_out(session: AsyncSession, company: Company, campaign: Campaign) -> CampaignOut:
+    touchpoints: Sequence[Touchpoint] = await store.list_touchpoints(session, campaign.id)
+    out, offset = [], 0
+    for t in touchpoints:
+        offset += t.interval_days
+        out.append(
+            TouchpointOut(
+                number=t.position + 1,
+                day_offset=offset,
+                subject=t.subject,
+                body=t.body,
+                format=t.format,
+                sender_user_id=t.sender_user_id,
+                send_time=time(t.send_hour, t.send_minute),
+                interval_days=t.interval_days if t.position else None,
+            )
+        )
+    return CampaignOut(
+        id=campaign.id,
+        name=campaign.name,
+        description=campaign.description,
+        status=campaign.status,
+        exit_options=[ExitOption(o) for o in campaign.exit_options],
+        time_zone=company.time_zone,
+        created_at=campaign.created_at,
+        saved_at=campaign.saved_at,
+        touchpoints=out,
+    )
+
+
+@router.post("", status_code=201, response_model=CampaignOut)
+async def create_campaign(
+    body: CampaignCreate, company: CampaignAdminDep, session: SessionDep
+) -> CampaignOut:
+    async with session.begin():
+        campaign = await store.create_campaign(
+            session,
+            company,
+            name=body.name,
+            description=body.description,
+            exit_options=sorted(o.value for o in body.exit_options),
+            touchpoints=_specs(body.touchpoints),
+        )
+        return await campaign_out(session, company, campaign)
+
+
+@router.get("", response_model=list[CampaignSummary])
+async def list_campaigns(company: CampaignAdminDep, session: SessionDep) -> list[CampaignSummary]:
+    async with session.begin():
+        campaigns = await store.list_campaigns(session, company.id)
+        counts = await store.count_touchpoints(session, [c.id for c in campaigns])
+    return [
+        CampaignSummary(
+            id=c.id,
+            name=c.name,
+            status=c.status,
+            touchpoints=counts.get(c.id, 0),
+            saved_at=c.saved_at,
+        )
+        for c in campaigns
+    ]
+
+
+@router.get("/{campaign_id}", response_model=CampaignOut)
+async def get_campaign(
+    campaign_id: int, company: CampaignAdminDep, session: SessionDep
+) -> CampaignOut:
+    async with session.begin():
+        campaign = await store.get_campaign(session, company.id, campaign_id)
+        return await campaign_out(session, company, campaign)
+
+
+@router.patch("/{campaign_id}", response_model=CampaignOut)
+async def edit_campaign(
+    campaign_id: int, body: CampaignUpdate, company: CampaignAdminDep, session: SessionDep
+) -> CampaignOut:
+    """A draft changes freely; a saved campaign only its name and description (409)."""
+    async with session.begin():
+        campaign = await store.edit_campaign(
+            session,
+            company,
+            campaign_id,
+            name=body.name,
+            description=body.description,
+            exit_options=(
+                sorted(o.value for o in body.exit_options)
+                if body.exit_options is not None
+                else None
+            ),
+            touchpoints=_specs(body.touchpoints) if body.touchpoints is not None else None,
+        )
+        return await campaign_out(session, company, campaign)
+
+
+@router.post("/{campaign_id}/save", response_model=CampaignOut)
+async def save_campaign(
+    campaign_id: int, company: CampaignAdminDep, session: SessionDep, now: NowDep
+) -> CampaignOut:
+    """Saving activates the campaign; its touchpoints and intervals are fixed from here on."""
+    async with session.begin():
+        campaign = await store.save_campaign(session, company, campaign_id, now)
+        return await campaign_out(session, company, campaign)
+
+
+@router.post("/{campaign_id}/test", response_model=CampaignTestOut)
+async def test_campaign(
+    campaign_id: int,
+    body: CampaignTest,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> CampaignTestOut:
+    """Every touchpoint at once, with no intervals, to each test recipient; marked as tests
+    and counted in no statistic."""
+    async with session.begin():
+        campaign = await store.get_campaign(session, company.id, campaign_id)
+        touchpoints = await store.list_touchpoints(session, campaign.id)
+        await store.check_touchpoints(session, company, [store.spec_of(t) for t in touchpoints])
+        if body.candidate_id is not None:
+            await get_candidate(session, company.id, body.candidate_id)
+        run = uuid.uuid4().hex[:12]
+        messages = [
+            Message(
+                company_id=company.id,
+                idempotency_key=f"test/{campaign.id}/{run}/{t.position}/{n}",
+                message_id=message_id_for(
+                    f"test/{campaign.id}/{run}/{t.position}/{n}", settings.mail_domain
+                ),
+                campaign_id=campaign.id,
+                candidate_id=body.candidate_id,
+                position=t.position,
+                is_test=True,
+                test_address=str(address),
+                state=MessageState.PREPARED,
+            )
+            for t in touchpoints
+            for n, address in enumerate(body.recipients)
+        ]
+        session.add_all(messages)
+    workflow_id = f"campaign-test/{campaign.id}/{run}"
+    try:
+        outcomes = await temporal.execute_workflow(
+            CampaignTestWorkflow.run,
+            CampaignTestInput(campaign_id=campaign.id, message_ids=tuple(m.id for m in messages)),
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            static_summary=f"Test of campaign {campaign.id} “{campaign.name}”",
+        )
+    except Exception as error:
+        raise UnavailableError(
+            f"The test could not be sent ({type(error).__name__}); try again."
+        ) from error
+    return CampaignTestOut(
+        workflow_id=workflow_id,
+        sends=[
+            TestSendOut(touchpoint=m.position + 1, to=m.test_address or "", outcome=o.value)
+            for m, o in zip(messages, outcomes, strict=True)
+        ],
+    )

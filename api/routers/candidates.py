@@ -1,0 +1,106 @@
+"""Candidates: written by backend services and admins, read by the company's users."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import SessionDep, UserDep, WriterDep
+from api.idempotency import fingerprint, once
+from api.schemas import (
+    CandidateCreate,
+    CandidateOut,
+    CandidatePage,
+    CandidateUpdate,
+    Consent,
+)
+from store import candidates as store
+from store.companies import get_company
+from store.models import Candidate
+
+router = APIRouter(prefix="/candidates", tags=["candidates"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+
+
+def candidate_out(candidate: Candidate) -> CandidateOut:
+    consent = None
+    if candidate.consent_given_at and candidate.consent_method and candidate.consent_source:
+        consent = Consent(
+            given_at=candidate.consent_given_at,
+            method=candidate.consent_method,
+            source=candidate.consent_source,
+        )
+    return CandidateOut(
+        id=candidate.id,
+        first_name=candidate.first_name,
+        last_name=candidate.last_name,
+        email=candidate.email,
+        custom_fields=candidate.custom_fields,
+        consent=consent,
+        unsubscribed_at=candidate.unsubscribed_at,
+        created_at=candidate.created_at,
+    )
+
+
+def _values(body: CandidateCreate | CandidateUpdate) -> dict[str, Any]:
+    values = body.model_dump(exclude_unset=True, exclude={"consent"})
+    if body.consent is not None:
+        values["consent_given_at"] = body.consent.given_at
+        values["consent_method"] = body.consent.method
+        values["consent_source"] = body.consent.source
+    return values
+
+
+@router.post("", status_code=201, response_model=CandidateOut)
+async def create_candidate(
+    body: CandidateCreate,
+    request: Request,
+    caller: WriterDep,
+    session: SessionDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    async def produce() -> CandidateOut:
+        company = await get_company(session, caller.company_id)
+        return candidate_out(await store.create_candidate(session, company, _values(body)))
+
+    print_ = fingerprint("POST", request.url.path, body)
+    return await once(session, caller.company_id, idempotency_key, print_, 201, produce)
+
+
+@router.patch("/{candidate_id}", response_model=CandidateOut)
+async def update_candidate(
+    candidate_id: int,
+    body: CandidateUpdate,
+    request: Request,
+    caller: WriterDep,
+    session: SessionDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    async def produce() -> CandidateOut:
+        company = await get_company(session, caller.company_id)
+        candidate = await store.update_candidate(session, company, candidate_id, _values(body))
+        return candidate_out(candidate)
+
+    print_ = fingerprint("PATCH", request.url.path, body)
+    return await once(session, caller.company_id, idempotency_key, print_, 200, produce)
+
+
+@router.get("", response_model=CandidatePage)
+async def list_candidates(
+    caller: UserDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> CandidatePage:
+    rows, total = await store.list_candidates(
+        session, caller.company_id, limit=limit, offset=offset
+    )
+    return CandidatePage(total=total, items=[candidate_out(c) for c in rows])
+
+
+@router.get("/{candidate_id}", response_model=CandidateOut)
+async def get_candidate(candidate_id: int, caller: UserDep, session: SessionDep) -> CandidateOut:
+    return candidate_out(await store.get_candidate(session, caller.company_id, candidate_id))

@@ -1,0 +1,291 @@
+"""A campaign's recipients: add one or many, list them, pause, resume, remove."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import func, select
+from temporalio.service import RPCError
+
+import orchestration
+from api.deps import CampaignAdminDep, NowDep, SessionDep, SettingsDep, TemporalDep
+from api.schemas import (
+    AddOut,
+    BatchOut,
+    BulkAddOut,
+    RecipientAdd,
+    RecipientOut,
+    RecipientPage,
+    RecipientsAdd,
+)
+from errors import ConflictError, NotFoundError, UnavailableError
+from store import campaigns as campaign_store
+from store import enrolments as store
+from store.enrolments import AddResult, AddVerdict, RefusalReason
+from store.models import Company, Enrolment, EnrolmentBatch
+from workflows.contracts import EnrolmentBatchInput, ExitReason
+from workflows.enrolment_batch import EnrolmentBatchWorkflow
+
+router = APIRouter(prefix="/campaigns/{campaign_id}/recipients", tags=["recipients"])
+
+
+def _out(verdict: AddVerdict) -> AddOut:
+    return AddOut(
+        candidate_id=verdict.candidate_id,
+        result=verdict.result,
+        reason=verdict.reason,
+        detail=verdict.detail,
+    )
+
+
+async def _tell(signal: Awaitable[object], what: str) -> None:
+    """Signal after the commit: the store already decided, so a failure only delays the
+    workflow hearing of it, and the request is safe to retry."""
+    try:
+        await signal
+    except RPCError as error:
+        raise UnavailableError(
+            f"The {what} is saved, but its workflow was not told yet ({error.message}); "
+            "retrying this request is safe."
+        ) from error
+
+
+@router.post("", response_model=AddOut, status_code=201)
+async def add_recipient(
+    campaign_id: int,
+    body: RecipientAdd,
+    response: Response,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    now: NowDep,
+) -> AddOut:
+    """Adds one candidate and starts their workflow before committing: if the start fails,
+    nothing is kept and the answer says so."""
+    async with session.begin():
+        campaign = await campaign_store.get_campaign(session, company.id, campaign_id)
+        touchpoints = await campaign_store.list_touchpoints(session, campaign.id)
+        [verdict] = await store.add_recipients(
+            session, company, campaign, touchpoints[0], [body.candidate_id],
+            re_enrol=body.re_enrol, now=now,
+        )  # fmt: skip
+        if verdict.reason is RefusalReason.NOT_FOUND:
+            raise NotFoundError(f"Candidate {body.candidate_id} does not exist.")
+        if verdict.result is AddResult.REFUSED:
+            raise ConflictError(f"Candidate {body.candidate_id} cannot be added: {verdict.detail}")
+        if verdict.result is AddResult.ALREADY_ACTIVE:
+            response.status_code = 200
+            return _out(verdict)
+        assert verdict.enrolment is not None
+        plan = campaign_store.plan_of(company, campaign, touchpoints)
+        try:
+            await orchestration.start_nurture(
+                temporal,
+                settings.task_queue,
+                orchestration.nurture_input(verdict.enrolment, plan),
+                campaign_name=campaign.name,
+                replace_running=True,
+            )
+        except RPCError as error:
+            raise UnavailableError(
+                f"The candidate was not added: the workflow could not start ({error.message}). "
+                "Retrying is safe."
+            ) from error
+        verdict.enrolment.workflow_started_at = now
+    return _out(verdict)
+
+
+@router.post("/bulk", response_model=BulkAddOut, status_code=202)
+async def add_recipients(
+    campaign_id: int,
+    body: RecipientsAdd,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    now: NowDep,
+) -> BulkAddOut:
+    """One result per candidate. The enrolments are saved at once; their workflows are
+    started in the background at a pace the Temporal server can take (see the batch)."""
+    async with session.begin():
+        campaign = await campaign_store.get_campaign(session, company.id, campaign_id)
+        touchpoints = await campaign_store.list_touchpoints(session, campaign.id)
+        batch = EnrolmentBatch(company_id=company.id, campaign_id=campaign.id, added=0)
+        session.add(batch)
+        await session.flush()
+        verdicts = await store.add_recipients(
+            session, company, campaign, touchpoints[0], body.candidate_ids,
+            re_enrol=body.re_enrol, now=now, batch=batch,
+        )  # fmt: skip
+        counts = {result: 0 for result in AddResult}
+        for verdict in verdicts:
+            counts[verdict.result] += 1
+        batch.added = counts[AddResult.ADDED]
+        batch_id: int | None = batch.id
+        if batch.added:
+            try:
+                await temporal.start_workflow(
+                    EnrolmentBatchWorkflow.run,
+                    EnrolmentBatchInput(batch.id),
+                    id=f"enrolment-batch/{batch.id}",
+                    task_queue=settings.task_queue,
+                    static_summary=(
+                        f"Starts {batch.added} recipients of campaign {campaign.id} "
+                        f"“{campaign.name}”"
+                    ),
+                )
+            except RPCError as error:
+                raise UnavailableError(
+                    f"No candidate was added: the enrolment could not start ({error.message}). "
+                    "Retrying is safe."
+                ) from error
+        else:
+            await session.delete(batch)
+            batch_id = None
+    return BulkAddOut(
+        batch_id=batch_id,
+        added=counts[AddResult.ADDED],
+        already_active=counts[AddResult.ALREADY_ACTIVE],
+        refused=counts[AddResult.REFUSED],
+        results=[_out(v) for v in verdicts],
+    )
+
+
+@router.get("/batches/{batch_id}", response_model=BatchOut)
+async def get_batch(
+    campaign_id: int, batch_id: int, company: CampaignAdminDep, session: SessionDep
+) -> BatchOut:
+    """How far the background start of a bulk add has come."""
+    async with session.begin():
+        batch = await session.scalar(
+            select(EnrolmentBatch).where(
+                EnrolmentBatch.company_id == company.id,
+                EnrolmentBatch.campaign_id == campaign_id,
+                EnrolmentBatch.id == batch_id,
+            )
+        )
+        if batch is None:
+            raise NotFoundError(f"Enrolment batch {batch_id} does not exist.")
+        started = await session.scalar(
+            select(func.count()).where(
+                Enrolment.batch_id == batch.id, Enrolment.workflow_started_at.is_not(None)
+            )
+        )
+    return BatchOut(
+        batch_id=batch.id, added=batch.added, started=started or 0, finished_at=batch.finished_at
+    )
+
+
+@router.get("", response_model=RecipientPage)
+async def list_recipients(
+    campaign_id: int,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> RecipientPage:
+    """Each recipient's status, next touchpoint and when it goes out (UTC and local)."""
+    async with session.begin():
+        await campaign_store.get_campaign(session, company.id, campaign_id)
+        rows, total = await store.list_recipients(
+            session, company.id, campaign_id, limit=limit, offset=offset
+        )
+    return RecipientPage(total=total, items=[_recipient(company, r) for r in rows])
+
+
+def _recipient(company: Company, row: store.RecipientRow) -> RecipientOut:
+    zone = ZoneInfo(company.time_zone)
+    return RecipientOut(
+        candidate_id=row.candidate_id,
+        name=f"{row.first_name} {row.last_name}".strip(),
+        status=row.status,
+        exit_reason=row.exit_reason,
+        entered_at=row.entered_at,
+        left_at=row.left_at,
+        next_touchpoint=row.next_position + 1 if row.next_position is not None else None,
+        next_send_at=row.next_send_at,
+        next_send_at_local=row.next_send_at.astimezone(zone).isoformat()
+        if row.next_send_at
+        else None,
+        time_zone=company.time_zone,
+    )
+
+
+async def _one(session: SessionDep, company: Company, enrolment: Enrolment) -> RecipientOut:
+    rows, _ = await store.list_recipients(
+        session,
+        company.id,
+        enrolment.campaign_id,
+        limit=1,
+        offset=0,
+        candidate_id=enrolment.candidate_id,
+    )
+    return _recipient(company, rows[0])
+
+
+@router.post("/{candidate_id}/pause", response_model=RecipientOut)
+async def pause_recipient(
+    campaign_id: int,
+    candidate_id: int,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    now: NowDep,
+) -> RecipientOut:
+    """Temporarily out of the campaign: nothing is sent until resumed."""
+    async with session.begin():
+        enrolment = await store.pause_recipient(session, company.id, campaign_id, candidate_id, now)
+        out = await _one(session, company, enrolment)
+    assert enrolment.paused_at is not None
+    await _tell(
+        orchestration.signal_pause(temporal, campaign_id, candidate_id, enrolment.paused_at),
+        "pause",
+    )
+    return out
+
+
+@router.post("/{candidate_id}/resume", response_model=RecipientOut)
+async def resume_recipient(
+    campaign_id: int,
+    candidate_id: int,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    now: NowDep,
+) -> RecipientOut:
+    """The wait left at pause continues from now, then snaps to the touchpoint's send time."""
+    async with session.begin():
+        enrolment = await store.resume_recipient(session, company, campaign_id, candidate_id, now)
+        out = await _one(session, company, enrolment)
+    assert enrolment.resumed_at is not None
+    await _tell(
+        orchestration.signal_resume(temporal, campaign_id, candidate_id, enrolment.resumed_at),
+        "resume",
+    )
+    return out
+
+
+@router.delete("/{candidate_id}", response_model=RecipientOut)
+async def remove_recipient(
+    campaign_id: int,
+    candidate_id: int,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    temporal: TemporalDep,
+    now: NowDep,
+) -> RecipientOut:
+    """The recipient leaves with reason `removed`; nothing more is sent, even if due."""
+    async with session.begin():
+        enrolment = await store.remove_recipient(
+            session, company.id, campaign_id, candidate_id, now
+        )
+        out = await _one(session, company, enrolment)
+    await _tell(
+        orchestration.signal_exit(temporal, [campaign_id], candidate_id, ExitReason.REMOVED),
+        "removal",
+    )
+    return out

@@ -1,0 +1,241 @@
+"""The API's request and response bodies (separate from the tables and the workflows)."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    PlainSerializer,
+)
+
+from store.enrolments import AddResult, RefusalReason
+from store.models import CampaignStatus, ExitOption, Format, RecipientStatus
+
+
+def _time_of_day(value: Any) -> Any:
+    """`HH:MM` from 00:00 to 23:59, or a sentence saying so."""
+    if isinstance(value, str):
+        hours, sep, minutes = value.partition(":")
+        if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+            raise ValueError(f"'{value}' is not a time of day: write HH:MM, e.g. 09:30")
+        if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
+            raise ValueError(f"'{value}' is not a real time of day (00:00 to 23:59)")
+        return time(int(hours), int(minutes))
+    return value
+
+
+TimeOfDay = Annotated[
+    time,
+    BeforeValidator(_time_of_day),
+    PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
+    Field(examples=["09:00"]),
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- candidates ---------------------------------------------------------------------------
+
+
+class Consent(Strict):
+    given_at: AwareDatetime
+    method: str = Field(min_length=1, max_length=200, examples=["web form opt-in"])
+    source: str = Field(min_length=1, max_length=200, examples=["careers site"])
+
+
+class CandidateCreate(Strict):
+    first_name: str = Field(min_length=1, max_length=200)
+    last_name: str = Field(default="", max_length=200)
+    email: EmailStr | None = None
+    custom_fields: dict[str, str] = Field(default_factory=dict)
+    consent: Consent | None = None
+
+
+class CandidateUpdate(Strict):
+    first_name: str | None = Field(default=None, min_length=1, max_length=200)
+    last_name: str | None = Field(default=None, max_length=200)
+    email: EmailStr | None = None
+    custom_fields: dict[str, str] | None = None
+    consent: Consent | None = None
+
+
+class CandidateOut(BaseModel):
+    id: int
+    first_name: str
+    last_name: str
+    email: str | None
+    custom_fields: dict[str, Any]
+    consent: Consent | None
+    unsubscribed_at: datetime | None
+    created_at: datetime
+
+
+class CandidatePage(BaseModel):
+    total: int
+    items: list[CandidateOut]
+
+
+# -- campaigns ----------------------------------------------------------------------------
+
+
+class TouchpointIn(Strict):
+    subject: str = Field(min_length=1, max_length=998, examples=["{{ first_name }}, news from us"])
+    body: str = Field(min_length=1, examples=["Hello {{ first_name }},\n\n..."])
+    format: Format = Format.PLAIN
+    sender_user_id: int
+    send_time: TimeOfDay
+    interval_days: int | None = Field(
+        default=None,
+        description="Whole days after the previous touchpoint (1 to 100, default 1); "
+        "the first touchpoint has none.",
+    )
+
+
+class TouchpointOut(TouchpointIn):
+    number: int = Field(description="1 for the first touchpoint")
+    day_offset: int = Field(
+        description="Days after entry on which it goes out (plus one when "
+        "the first send time of the entry day has passed)"
+    )
+
+
+class CampaignCreate(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    exit_options: list[ExitOption] = Field(default_factory=list)
+    touchpoints: list[TouchpointIn] = Field(min_length=1)
+
+
+class CampaignUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = None
+    exit_options: list[ExitOption] | None = None
+    touchpoints: list[TouchpointIn] | None = None
+
+
+class CampaignOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    status: CampaignStatus
+    exit_options: list[ExitOption]
+    time_zone: str
+    created_at: datetime
+    saved_at: datetime | None
+    touchpoints: list[TouchpointOut]
+
+
+class CampaignSummary(BaseModel):
+    id: int
+    name: str
+    status: CampaignStatus
+    touchpoints: int
+    saved_at: datetime | None
+
+
+class CampaignTest(Strict):
+    recipients: list[EmailStr] = Field(min_length=1, max_length=20)
+    candidate_id: int | None = Field(
+        default=None, description="Fill the variables from this candidate instead of samples."
+    )
+
+
+class TestSendOut(BaseModel):
+    touchpoint: int
+    to: str
+    outcome: str
+
+
+class CampaignTestOut(BaseModel):
+    workflow_id: str
+    sends: list[TestSendOut]
+
+
+# -- recipients ---------------------------------------------------------------------------
+
+
+class RecipientAdd(Strict):
+    candidate_id: int
+    re_enrol: bool = False
+
+
+class RecipientsAdd(Strict):
+    candidate_ids: list[int] = Field(min_length=1, max_length=100_000)
+    re_enrol: bool = False
+
+
+class AddOut(BaseModel):
+    candidate_id: int
+    result: AddResult
+    reason: RefusalReason | None = None
+    detail: str | None = None
+
+
+class BulkAddOut(BaseModel):
+    batch_id: int | None
+    added: int
+    already_active: int
+    refused: int
+    results: list[AddOut]
+
+
+class BatchOut(BaseModel):
+    batch_id: int
+    added: int
+    started: int
+    finished_at: datetime | None
+
+
+class RecipientOut(BaseModel):
+    candidate_id: int
+    name: str
+    status: RecipientStatus
+    exit_reason: str | None
+    entered_at: datetime
+    left_at: datetime | None
+    next_touchpoint: int | None = Field(description="1 for the first touchpoint")
+    next_send_at: datetime | None = Field(description="UTC")
+    next_send_at_local: str | None = Field(description="In the company's time zone")
+    time_zone: str
+
+
+class RecipientPage(BaseModel):
+    total: int
+    items: list[RecipientOut]
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+class EventType(StrEnum):
+    APPLIED = "applied"
+    REPLIED = "replied"
+    CONNECTED = "connected"
+    UNSUBSCRIBED = "unsubscribed"
+
+
+class EventIn(Strict):
+    id: str | None = Field(
+        default=None, max_length=200, description="Yours; or send an Idempotency-Key header."
+    )
+    type: EventType
+    candidate_id: int
+    occurred_at: AwareDatetime | None = None
+
+
+class EventOut(BaseModel):
+    event_id: str
+    type: EventType
+    candidate_id: int
+    ended_campaigns: list[int]
+    duplicate: bool = False

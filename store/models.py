@@ -1,0 +1,287 @@
+"""The tables: companies and their people, candidates, campaigns, enrolments, messages, events."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on every database (SQLite forgets the zone, so we put it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored: pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime,
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+    }
+
+
+class CompanyOwned(Base):
+    """Every record but the company itself belongs to one company, by an indexed column."""
+
+    __abstract__ = True
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    RECRUITER = "recruiter"
+    SERVICE = "service"
+
+
+class Format(enum.StrEnum):
+    PLAIN = "plain"
+    BRANDED = "branded"
+
+
+class CampaignStatus(enum.StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ARCHIVED = "archived"
+
+
+class ExitOption(enum.StrEnum):
+    APPLIED = "applied"
+    REPLIED = "replied"
+    CONNECTED = "connected"
+
+
+class RecipientStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    EXITED = "exited"
+
+
+class MessageState(enum.StrEnum):
+    """A message's life: prepared before SMTP, sending once the peer took the recipient,
+    sent after its 250; unconfirmed when a retry found it mid-DATA (RFC 1047 window)."""
+
+    PREPARED = "prepared"
+    SENDING = "sending"
+    SENT = "sent"
+    UNCONFIRMED = "unconfirmed"
+    FAILED = "failed"
+
+
+def _enum(cls: type[enum.StrEnum]) -> Enum:
+    return Enum(cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+
+
+class Company(Base):
+    __tablename__ = "companies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    time_zone: Mapped[str] = mapped_column(String(64))
+    campaigns_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    brand_name: Mapped[str | None] = mapped_column(String(200))
+    brand_logo_url: Mapped[str | None] = mapped_column(String(2000))
+    brand_primary_color: Mapped[str] = mapped_column(String(7), default="#1f2937")
+    brand_accent_color: Mapped[str] = mapped_column(String(7), default="#2563eb")
+    # The custom candidate fields templates may name, declared once per company.
+    custom_fields: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class User(CompanyOwned):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("company_id", "email"),)
+
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    name: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(CompanyOwned):
+    """A key is stored as its SHA-256 only: keys are long random strings, never shown twice."""
+
+    __tablename__ = "api_keys"
+
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    role: Mapped[Role] = mapped_column(_enum(Role))
+    label: Mapped[str] = mapped_column(String(200), default="")
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Candidate(CompanyOwned):
+    __tablename__ = "candidates"
+
+    first_name: Mapped[str] = mapped_column(String(200))
+    last_name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str | None] = mapped_column(String(320))
+    custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    consent_given_at: Mapped[datetime | None] = mapped_column()
+    consent_method: Mapped[str | None] = mapped_column(String(200))
+    consent_source: Mapped[str | None] = mapped_column(String(200))
+    unsubscribed_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Campaign(CompanyOwned):
+    __tablename__ = "campaigns"
+
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[CampaignStatus] = mapped_column(
+        _enum(CampaignStatus), default=CampaignStatus.DRAFT
+    )
+    exit_options: Mapped[list[str]] = mapped_column(default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    saved_at: Mapped[datetime | None] = mapped_column()
+
+
+class Touchpoint(CompanyOwned):
+    """One e-mail of a campaign; `interval_days` is the wait after the previous one."""
+
+    __tablename__ = "touchpoints"
+    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    interval_days: Mapped[int] = mapped_column(Integer, default=0)
+    send_hour: Mapped[int] = mapped_column(Integer)
+    send_minute: Mapped[int] = mapped_column(Integer)
+    sender_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    format: Mapped[Format] = mapped_column(_enum(Format))
+    subject: Mapped[str] = mapped_column(String(998))
+    body: Mapped[str] = mapped_column(Text)
+
+
+class Enrolment(CompanyOwned):
+    """A candidate's place in a campaign (a recipient). `run` counts enrolments, so a
+    re-enrolled candidate's sends get new idempotency keys."""
+
+    __tablename__ = "enrolments"
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    run: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[RecipientStatus] = mapped_column(_enum(RecipientStatus))
+    exit_reason: Mapped[str | None] = mapped_column(String(32))
+    entered_at: Mapped[datetime] = mapped_column()
+    left_at: Mapped[datetime | None] = mapped_column()
+    paused_at: Mapped[datetime | None] = mapped_column()
+    resumed_at: Mapped[datetime | None] = mapped_column()
+    next_position: Mapped[int | None] = mapped_column(Integer)
+    next_send_at: Mapped[datetime | None] = mapped_column()
+    # Null until the workflow is started: bulk enrolment starts them at a pace.
+    workflow_started_at: Mapped[datetime | None] = mapped_column()
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("enrolment_batches.id"), index=True)
+
+
+class EnrolmentBatch(CompanyOwned):
+    """A bulk add whose workflows are started in the background, paced."""
+
+    __tablename__ = "enrolment_batches"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    added: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class Message(CompanyOwned):
+    """One e-mail. The idempotency key is written before SMTP; the Message-ID derives from it."""
+
+    __tablename__ = "messages"
+
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    message_id: Mapped[str] = mapped_column(String(255))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"), index=True)
+    enrolment_id: Mapped[int | None] = mapped_column(ForeignKey("enrolments.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Only test sends name their address here; a real send goes to the candidate's.
+    test_address: Mapped[str | None] = mapped_column(String(320))
+    state: Mapped[MessageState] = mapped_column(_enum(MessageState))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    scheduled_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+
+
+class ReceivedEvent(CompanyOwned):
+    """An event from a backend service, recorded once by its id, with the answer it got."""
+
+    __tablename__ = "received_events"
+    __table_args__ = (UniqueConstraint("company_id", "event_id"),)
+
+    event_id: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(32))
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    occurred_at: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What ended: [[campaign_id, workflow_id], ...], re-signalled when the event repeats.
+    ended: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class IdempotentRequest(CompanyOwned):
+    """The first answer to a write that carried an Idempotency-Key, replayed on repeats."""
+
+    __tablename__ = "idempotent_requests"
+    __table_args__ = (UniqueConstraint("company_id", "key"),)
+
+    key: Mapped[str] = mapped_column(String(200))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,309 @@
+"""Shared fixtures: one time-skipping Temporal server, a fresh store per test (SQLite, and
+PostgreSQL when TEST_DATABASE_URL is set), a real SMTP server, the API over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import sys
+import sysconfig
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.mail import Mailer
+from activities.nurture import NurtureActivities
+from api.app import create_app
+from config import Settings
+from store.companies import create_company, create_user, issue_api_key
+from store.migrate import upgrade
+from store.models import Base, Enrolment, Role
+from store.session import SessionFactory, create_engine, create_session_factory
+from worker import build_worker
+from workflows.contracts import nurture_workflow_id
+from workflows.nurture import SEARCH_ATTRIBUTES
+
+# -- process exit -------------------------------------------------------------------------
+# The SDK's runtime sometimes aborts at interpreter exit (sdk-python #300); leave with the
+# tests' own status before that teardown can run, so the exit code is the tests'.
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT] = int(exitstatus)
+
+
+_EXIT = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _EXIT in config.stash:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(config.stash[_EXIT])
+
+
+# -- Temporal -----------------------------------------------------------------------------
+
+
+def _binary(name: str) -> str:
+    return str(Path(sysconfig.get_path("scripts")) / name)
+
+
+_VALUE_TYPES = {
+    "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "DATETIME": IndexedValueType.INDEXED_VALUE_TYPE_DATETIME,
+}
+
+
+async def register_search_attributes(client: Client) -> None:
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=client.namespace,
+            search_attributes={
+                key.name: _VALUE_TYPES[
+                    key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")
+                ]
+                for key in SEARCH_ATTRIBUTES
+            },
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server")
+    )
+    await register_search_attributes(environment.client)
+    yield environment
+    await environment.shutdown()
+
+
+# -- store --------------------------------------------------------------------------------
+
+BACKENDS = ["sqlite"] + (["postgresql"] if os.environ.get("TEST_DATABASE_URL") else [])
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("store") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> str:
+    url = os.environ["TEST_DATABASE_URL"]
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A freshly migrated, empty store for this test."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / "nurture.db"
+        shutil.copy(template, path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("postgresql_url")
+    return url
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    if engine.dialect.name == "postgresql":
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        async with engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> SessionFactory:
+    return create_session_factory(engine)
+
+
+# -- SMTP ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Inbox:
+    """What the SMTP peer received, parsed; `wait_for` polls for arrivals."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
+    raw: list[bytes] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        data = envelope.original_content or envelope.content
+        self.raw.append(data)
+        message = message_from_bytes(data, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 OK"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [
+            m
+            for m, (_, rcpts) in zip(self.messages, self.envelopes, strict=True)
+            if address in rcpts
+        ]
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self.messages) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"expected {count} e-mails, got {len(self.messages)}")
+            await asyncio.sleep(0.02)
+        return self.messages
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    handler = Inbox()
+    port = _free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield handler, port
+    controller.stop()
+
+
+# -- the service --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(database_url: str, inbox: tuple[Inbox, int]) -> Settings:
+    return Settings(
+        database_url=database_url,
+        smtp_port=inbox[1],
+        task_queue=f"nurture-{uuid.uuid4().hex[:8]}",
+        public_base_url="https://nurture.test",
+        mail_domain="nurture.test",
+    )
+
+
+@pytest.fixture
+def mailer(settings: Settings) -> Mailer:
+    return Mailer(settings)
+
+
+@pytest.fixture
+async def worker(
+    env: WorkflowEnvironment, settings: Settings, sessions: SessionFactory, mailer: Mailer
+) -> AsyncIterator[Worker]:
+    activities = NurtureActivities(sessions, mailer, settings, env.client)
+    async with build_worker(env.client, settings, activities) as running:
+        yield running
+
+
+@dataclass(frozen=True)
+class Tenant:
+    company_id: int
+    admin_id: int
+    recruiter_id: int
+    admin: dict[str, str]
+    recruiter: dict[str, str]
+    service: dict[str, str]
+
+
+async def make_tenant(
+    sessions: SessionFactory, name: str, *, time_zone: str = "Europe/Paris", add_on: bool = True
+) -> Tenant:
+    async with sessions() as session, session.begin():
+        company = await create_company(
+            session,
+            name=name,
+            time_zone=time_zone,
+            campaigns_enabled=add_on,
+            custom_fields=["role"],
+            brand_logo_url="https://cdn.example/logo.png",
+        )
+        admin = await create_user(
+            session, company.id, role=Role.ADMIN, name="Ada Admin", email=f"ada@{name.lower()}.example",
+            title="Head of Talent",
+        )  # fmt: skip
+        recruiter = await create_user(
+            session, company.id, role=Role.RECRUITER, name="Rex Recruiter",
+            email=f"rex@{name.lower()}.example",
+        )  # fmt: skip
+        keys = {
+            role: await issue_api_key(session, company.id, role=role, user_id=user)
+            for role, user in (
+                (Role.ADMIN, admin.id),
+                (Role.RECRUITER, recruiter.id),
+                (Role.SERVICE, None),
+            )
+        }
+    return Tenant(
+        company_id=company.id,
+        admin_id=admin.id,
+        recruiter_id=recruiter.id,
+        admin={"Authorization": f"Bearer {keys[Role.ADMIN]}"},
+        recruiter={"Authorization": f"Bearer {keys[Role.RECRUITER]}"},
+        service={"Authorization": f"Bearer {keys[Role.SERVICE]}"},
+    )
+
+
+@pytest.fixture
+async def tenant(sessions: SessionFactory) -> Tenant:
+    return await make_tenant(sessions, "Acme")
+
+
+@pytest.fixture
+async def other_tenant(sessions: SessionFactory) -> Tenant:
+    return await make_tenant(sessions, "Globex")
+
+
+@pytest.fixture
+async def api(
+    env: WorkflowEnvironment, settings: Settings, sessions: SessionFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API over HTTP (ASGI), on the test server's clock. Afterwards, every recipient's
+    workflow of this test is ended, so the next test starts on a quiet server."""
+    app = create_app(settings, temporal=env.client, sessions=sessions, clock=env.get_current_time)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="https://nurture.test"
+        ) as client,
+    ):
+        yield client
+    async with sessions() as session:
+        enrolments = (await session.scalars(select(Enrolment))).all()
+    for enrolment in enrolments:
+        handle = env.client.get_workflow_handle(
+            nurture_workflow_id(enrolment.campaign_id, enrolment.candidate_id)
+        )
+        try:
+            await handle.terminate("test finished")
+        except Exception:
+            pass

@@ -1,0 +1,86 @@
+"""The worker: connects to Temporal and runs every workflow and activity of the service."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.mail import Mailer
+from activities.nurture import NurtureActivities
+from config import Settings
+from store.session import create_engine, create_session_factory
+from workflows.campaign_test import CampaignTestWorkflow
+from workflows.enrolment_batch import EnrolmentBatchWorkflow
+from workflows.nurture import NurtureWorkflow
+
+WORKFLOWS: Sequence[type] = (NurtureWorkflow, CampaignTestWorkflow, EnrolmentBatchWorkflow)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox with `zoneinfo` usable: by default it is a restricted proxy, and
+    `astimezone(ZoneInfo(...))` raises TypeError inside workflows."""
+    restrictions = SandboxRestrictions.default
+    return SandboxedWorkflowRunner(
+        restrictions=dataclasses.replace(
+            restrictions,
+            invalid_module_members=restrictions.invalid_module_members.with_child_unrestricted(
+                "zoneinfo"
+            ),
+        )
+    )
+
+
+def activity_list(activities: NurtureActivities) -> list[Any]:
+    return [
+        activities.send_touchpoint,
+        activities.send_test_message,
+        activities.start_enrolments,
+    ]
+
+
+def build_worker(
+    client: Client, settings: Settings, activities: NurtureActivities, task_queue: str | None = None
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activity_list(activities),
+        workflow_runner=workflow_runner(),
+        max_cached_workflows=settings.max_cached_workflows,
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+    )
+
+
+async def connect(settings: Settings) -> Client:
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    settings = Settings()
+    client = await connect(settings)
+    engine = create_engine(settings.database_url)
+    activities = NurtureActivities(
+        create_session_factory(engine), Mailer(settings), settings, client
+    )
+    worker = build_worker(client, settings, activities)
+    logging.info(
+        "worker polling task queue %s on %s", settings.task_queue, settings.temporal_address
+    )
+    try:
+        await worker.run()
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

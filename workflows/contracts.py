@@ -1,0 +1,128 @@
+"""What crosses the workflow boundary: frozen dataclasses of ids, enums and times only.
+
+Temporal keeps every payload in its history, so no name, address, subject or body may
+appear here: activities load those from the store by id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time
+from enum import StrEnum
+
+TASK_QUEUE = "nurture"
+
+
+class ExitReason(StrEnum):
+    """Why a recipient left a campaign before its last touchpoint."""
+
+    APPLIED = "applied"
+    REPLIED = "replied"
+    CONNECTED = "connected"
+    UNSUBSCRIBED = "unsubscribed"
+    REMOVED = "removed"
+    ARCHIVED = "archived"
+    ERASED = "erased"
+    NOT_ENROLLED = "not_enrolled"
+
+
+class SendOutcome(StrEnum):
+    SENT = "sent"
+    ALREADY_SENT = "already_sent"
+    # The peer may have taken it before a crash: not sent again (RFC 1047 window).
+    UNCONFIRMED = "unconfirmed"
+    FAILED = "failed"
+    PAUSED = "paused"
+    LEFT = "left"
+
+
+@dataclass(frozen=True)
+class TouchpointPlan:
+    position: int
+    interval_days: int
+    send_hour: int
+    send_minute: int
+
+    @property
+    def send_time(self) -> time:
+        return time(self.send_hour, self.send_minute)
+
+
+@dataclass(frozen=True)
+class NurturePlan:
+    """A saved campaign's schedule, frozen at enrolment: it cannot change after saving."""
+
+    touchpoints: tuple[TouchpointPlan, ...]
+    time_zone: str
+    exit_options: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NurtureInput:
+    company_id: int
+    campaign_id: int
+    candidate_id: int
+    enrolment_id: int
+    run: int
+    entered_at: datetime
+    plan: NurturePlan
+
+
+@dataclass(frozen=True)
+class ExitSignal:
+    reason: ExitReason
+
+
+@dataclass(frozen=True)
+class PauseSignal:
+    paused_at: datetime
+
+
+@dataclass(frozen=True)
+class ResumeSignal:
+    resumed_at: datetime
+
+
+@dataclass(frozen=True)
+class RecipientState:
+    """What the workflow is doing now, as its query answers it."""
+
+    status: str
+    next_position: int | None
+    next_send_at: datetime | None
+    exit_reason: str | None
+
+
+@dataclass(frozen=True)
+class SendTouchpoint:
+    """Send touchpoint `position` of enrolment `run`; on success the store records
+    `next_position` / `next_send_at` (None after the last) in the same transaction."""
+
+    enrolment_id: int
+    run: int
+    position: int
+    scheduled_at: datetime
+    next_position: int | None
+    next_send_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: SendOutcome
+    exit_reason: str | None = None
+    paused_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CampaignTestInput:
+    campaign_id: int
+    message_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EnrolmentBatchInput:
+    batch_id: int
+
+
+def nurture_workflow_id(campaign_id: int, candidate_id: int) -> str:
+    return f"nurture/{campaign_id}/{candidate_id}"
