@@ -160,7 +160,8 @@ class NurtureActivities:
 
     @staticmethod
     def _advance(enrolment: Enrolment, call: SendTouchpoint) -> None:
-        if enrolment.status is not RecipientStatus.ACTIVE:
+        """Record the next touchpoint; a recipient paused meanwhile keeps its place."""
+        if enrolment.status not in enrolment_store.STAYING:
             return
         enrolment.next_position, enrolment.next_send_at = call.next_position, call.next_send_at
         if call.next_position is None:

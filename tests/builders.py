@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -34,9 +33,12 @@ async def add_candidate(
     return candidate_id
 
 
+BODY = "Hello {{ first_name }},\n\nNews from {{ company_name }}.\n\n{{ sender_name }}"
+
+
 def touchpoint(
     tenant: Tenant, subject: str, *, send_time: str = "09:00", interval_days: int | None = None,
-    format: str = "plain", body: str = "Hello {{ first_name }},\n\nNews from {{ company_name }}.\n\n{{ sender_name }}",
+    format: str = "plain", body: str = BODY,
 ) -> dict[str, Any]:  # fmt: skip
     tp: dict[str, Any] = {
         "subject": subject,
@@ -79,7 +81,3 @@ async def enrol(
         headers=tenant.admin,
     )
     assert response.status_code == 201, response.text
-
-
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)

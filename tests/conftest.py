@@ -171,8 +171,9 @@ class Inbox:
             if address in rcpts
         ]
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_for(self, count: int, seconds: float = 10.0) -> list[EmailMessage]:
+        """Wait (in real time) until `count` e-mails arrived; fails after `seconds`."""
+        deadline = asyncio.get_running_loop().time() + seconds
         while len(self.messages) < count:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"expected {count} e-mails, got {len(self.messages)}")
@@ -247,14 +248,14 @@ async def make_tenant(
             custom_fields=["role"],
             brand_logo_url="https://cdn.example/logo.png",
         )
+        domain = f"{name.lower()}.example"
         admin = await create_user(
-            session, company.id, role=Role.ADMIN, name="Ada Admin", email=f"ada@{name.lower()}.example",
+            session, company.id, role=Role.ADMIN, name="Ada Admin", email=f"ada@{domain}",
             title="Head of Talent",
         )  # fmt: skip
         recruiter = await create_user(
-            session, company.id, role=Role.RECRUITER, name="Rex Recruiter",
-            email=f"rex@{name.lower()}.example",
-        )  # fmt: skip
+            session, company.id, role=Role.RECRUITER, name="Rex Recruiter", email=f"rex@{domain}"
+        )
         keys = {
             role: await issue_api_key(session, company.id, role=role, user_id=user)
             for role, user in (

@@ -52,11 +52,12 @@ def next_send_at(previous: datetime, interval_days: int, at: time, tz: str) -> d
 
 def resume_send_at(remaining: timedelta, resumed_at: datetime, at: time, tz: str) -> datetime:
     """After a pause: the wait that was left continues from the resume, then snaps to the
-    send time (the first such moment at or after the end of that wait, never earlier)."""
+    send time of the day it ends on; never before the resume itself, so a touchpoint that
+    fell due during the pause goes out at its next send time, not at once."""
     due = resumed_at + max(remaining, timedelta(0))
     day = due.astimezone(ZoneInfo(tz)).date()
     moment = local_moment(day, at, tz)
-    if moment < due:
+    if moment <= resumed_at:
         moment = local_moment(day + timedelta(days=1), at, tz)
     return moment
 
