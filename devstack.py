@@ -59,17 +59,17 @@ def main() -> None:
     env.setdefault("NURTURE_MAIL_SINK_DIR", str(MAIL_DIR))
     settings = Settings(mail_sink_dir=Path(env["NURTURE_MAIL_SINK_DIR"]))
     python = sys.executable
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def spawn(name: str, args: list[str]) -> None:
         print(f"starting {name}: {' '.join(args)}", flush=True)
-        children.append(subprocess.Popen(args, env=env))
+        children.append((name, subprocess.Popen(args, env=env)))
 
-    def stop(*_: object) -> None:
-        for child in reversed(children):
+    def stop(*_signal: object) -> None:
+        for _name, child in reversed(children):
             if child.poll() is None:
                 child.terminate()
-        for child in children:
+        for _name, child in children:
             try:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -126,15 +126,15 @@ def main() -> None:
         "  API        http://127.0.0.1:8000/docs\n"
         "  Web UI     http://127.0.0.1:8233\n"
         f"  mail sink  {MAIL_DIR} (and GET http://127.0.0.1:8000/mailbox)\n"
-        f"  demo keys  {KEYS_FILE}  (source it: . {KEYS_FILE.relative_to(Path.cwd())})\n",
+        f"  demo keys  {KEYS_FILE}  (source it: . {KEYS_FILE})\n",
         flush=True,
     )
     if KEYS_FILE.exists():
         print(KEYS_FILE.read_text(), flush=True)
     while True:
-        for child in children:
+        for name, child in children:
             if child.poll() is not None:
-                print(f"{child.args[0]} exited with {child.returncode}; stopping", flush=True)
+                print(f"{name} exited with {child.returncode}; stopping", flush=True)
                 stop()
         time.sleep(1)
 

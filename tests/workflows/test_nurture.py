@@ -103,7 +103,7 @@ async def test_three_touchpoints_arrive_at_local_times_across_the_end_of_summer_
                 send_time="09:00",
                 interval_days=3,
                 format="branded",
-            ),  # fmt: skip
+            ),
             touchpoint(
                 tenant, "Last news from {{ company_name }}", send_time="10:15", interval_days=1
             ),
@@ -164,7 +164,9 @@ async def test_three_touchpoints_arrive_at_local_times_across_the_end_of_summer_
     assert len({m["Message-ID"] for m in mail.messages}) == 3
 
 
-async def _event(api: httpx.AsyncClient, tenant: Tenant, event_id: str, type: str, candidate: int) -> list[int]:  # fmt: skip
+async def _event(
+    api: httpx.AsyncClient, tenant: Tenant, event_id: str, type: str, candidate: int
+) -> list[int]:
     response = await api.post(
         "/events",
         json={"id": event_id, "type": type, "candidate_id": candidate},

@@ -12,8 +12,8 @@ from workflows import timing
 PARIS = "Europe/Paris"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def local(moment: datetime, tz: str) -> str:
