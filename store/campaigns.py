@@ -45,7 +45,8 @@ async def check_touchpoints(
                 f"The first touchpoint has no interval: it goes out at its send time on the "
                 f"first day that moment is ahead (remove interval_days from {where})."
             )
-        if number > 1 and not MIN_INTERVAL <= (spec.interval_days or 1) <= MAX_INTERVAL:
+        interval = MIN_INTERVAL if spec.interval_days is None else spec.interval_days
+        if number > 1 and not MIN_INTERVAL <= interval <= MAX_INTERVAL:
             raise ValidationError(
                 f"The interval before {where} is {spec.interval_days} days; "
                 f"it must be a whole number of days from {MIN_INTERVAL} to {MAX_INTERVAL}."
@@ -68,7 +69,9 @@ def _rows(company_id: int, campaign_id: int, specs: Sequence[TouchpointSpec]) ->
             company_id=company_id,
             campaign_id=campaign_id,
             position=position,
-            interval_days=0 if position == 0 else (spec.interval_days or MIN_INTERVAL),
+            interval_days=0
+            if position == 0
+            else (MIN_INTERVAL if spec.interval_days is None else spec.interval_days),
             send_hour=spec.send_time.hour,
             send_minute=spec.send_time.minute,
             sender_user_id=spec.sender_user_id,

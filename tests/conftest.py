@@ -11,6 +11,7 @@ import sys
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -25,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.mail import Mailer
 from activities.nurture import NurtureActivities
@@ -217,15 +218,6 @@ def mailer(settings: Settings) -> Mailer:
     return Mailer(settings)
 
 
-@pytest.fixture
-async def worker(
-    env: WorkflowEnvironment, settings: Settings, sessions: SessionFactory, mailer: Mailer
-) -> AsyncIterator[Worker]:
-    activities = NurtureActivities(sessions, mailer, settings, env.client)
-    async with build_worker(env.client, settings, activities) as running:
-        yield running
-
-
 @dataclass(frozen=True)
 class Tenant:
     company_id: int
@@ -286,25 +278,34 @@ async def other_tenant(sessions: SessionFactory) -> Tenant:
 
 @pytest.fixture
 async def api(
-    env: WorkflowEnvironment, settings: Settings, sessions: SessionFactory
+    request: pytest.FixtureRequest,
+    env: WorkflowEnvironment,
+    settings: Settings,
+    sessions: SessionFactory,
+    mailer: Mailer,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """The API over HTTP (ASGI), on the test server's clock. Afterwards, every recipient's
-    workflow of this test is ended, so the next test starts on a quiet server."""
+    """The API over HTTP (ASGI), on the test server's clock, with a worker polling its task
+    queue (unless the test is marked `own_worker`: it runs its own). Afterwards, every
+    recipient's workflow of this test is ended, so the next test starts on a quiet server:
+    the time-skipping server cannot skip past a task that nobody polls."""
     app = create_app(settings, temporal=env.client, sessions=sessions, clock=env.get_current_time)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="https://nurture.test"
-        ) as client,
-    ):
-        yield client
-    async with sessions() as session:
-        enrolments = (await session.scalars(select(Enrolment))).all()
-    for enrolment in enrolments:
-        handle = env.client.get_workflow_handle(
-            nurture_workflow_id(enrolment.campaign_id, enrolment.candidate_id)
+    async with AsyncExitStack() as stack:
+        if request.node.get_closest_marker("own_worker") is None:
+            activities = NurtureActivities(sessions, mailer, settings, env.client)
+            await stack.enter_async_context(build_worker(env.client, settings, activities))
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        yield await stack.enter_async_context(
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="https://nurture.test"
+            )
         )
-        try:
-            await handle.terminate("test finished")
-        except Exception:
-            pass
+        async with sessions() as session:
+            enrolments = (await session.scalars(select(Enrolment))).all()
+        for enrolment in enrolments:
+            handle = env.client.get_workflow_handle(
+                nurture_workflow_id(enrolment.campaign_id, enrolment.candidate_id)
+            )
+            try:
+                await handle.terminate("test finished")
+            except RPCError:
+                pass

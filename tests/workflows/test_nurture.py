@@ -10,6 +10,7 @@ from email.utils import parsedate_to_datetime
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
@@ -85,7 +86,7 @@ async def recipient(api: httpx.AsyncClient, tenant: Tenant, campaign: int) -> di
 
 
 async def test_three_touchpoints_arrive_at_local_times_across_the_end_of_summer_time(
-    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, worker: Worker,
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant,
     inbox: tuple[Inbox, int],
 ) -> None:  # fmt: skip
     mail, _ = inbox
@@ -178,7 +179,7 @@ async def _event(
 
 
 async def test_a_candidate_who_applies_receives_nothing_more(
-    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, worker: Worker,
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant,
     inbox: tuple[Inbox, int],
 ) -> None:  # fmt: skip
     mail, _ = inbox
@@ -208,7 +209,7 @@ async def test_a_candidate_who_applies_receives_nothing_more(
 
 
 async def test_replied_and_connected_end_only_the_campaigns_whose_exit_options_say_so(
-    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, worker: Worker,
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant,
     inbox: tuple[Inbox, int],
 ) -> None:  # fmt: skip
     mail, _ = inbox
@@ -235,7 +236,7 @@ async def test_replied_and_connected_end_only_the_campaigns_whose_exit_options_s
 
 
 async def test_a_repeated_event_changes_nothing_and_answers_as_the_first_did(
-    api: httpx.AsyncClient, tenant: Tenant, worker: Worker
+    api: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     campaign = await saved_campaign(
         api, tenant, [touchpoint(tenant, "One")], exit_options=["applied"]
@@ -254,7 +255,7 @@ async def test_a_repeated_event_changes_nothing_and_answers_as_the_first_did(
 
 
 async def test_pause_then_resume_shifts_the_remaining_touchpoints_by_the_pause(
-    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, worker: Worker,
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant,
     inbox: tuple[Inbox, int],
 ) -> None:  # fmt: skip
     mail, _ = inbox
@@ -300,7 +301,7 @@ async def test_pause_then_resume_shifts_the_remaining_touchpoints_by_the_pause(
 
 
 async def test_a_removed_recipient_receives_nothing_even_when_a_send_is_due(
-    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, worker: Worker,
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant,
     inbox: tuple[Inbox, int], sessions: SessionFactory,
 ) -> None:  # fmt: skip
     mail, _ = inbox
@@ -366,6 +367,7 @@ async def _run_with_failing_mailer(
     return mailer, message
 
 
+@pytest.mark.own_worker
 async def test_an_smtp_send_that_succeeded_before_its_activity_failed_is_not_sent_again(
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
     sessions: SessionFactory, inbox: tuple[Inbox, int],
@@ -378,6 +380,7 @@ async def test_an_smtp_send_that_succeeded_before_its_activity_failed_is_not_sen
     assert (message.state, message.attempts) == (MessageState.UNCONFIRMED, 1)
 
 
+@pytest.mark.own_worker
 async def test_a_send_that_failed_before_data_is_retried_and_delivered_once(
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
     sessions: SessionFactory, inbox: tuple[Inbox, int],
@@ -391,6 +394,7 @@ async def test_a_send_that_failed_before_data_is_retried_and_delivered_once(
     assert inbox[0].messages[0]["Message-ID"] == message.message_id
 
 
+@pytest.mark.own_worker
 async def test_a_new_worker_continues_a_campaign_with_nothing_lost_or_sent_twice(
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
     sessions: SessionFactory, inbox: tuple[Inbox, int],
@@ -436,7 +440,7 @@ async def test_a_new_worker_continues_a_campaign_with_nothing_lost_or_sent_twice
 
 
 async def test_line_breaks_in_names_and_fields_never_add_a_header(
-    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, worker: Worker,
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant,
     inbox: tuple[Inbox, int],
 ) -> None:  # fmt: skip
     mail, _ = inbox

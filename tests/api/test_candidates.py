@@ -1,0 +1,88 @@
+"""Candidates over HTTP: written by services and admins with consent, safe to retry."""
+
+from __future__ import annotations
+
+import httpx
+
+from store.session import SessionFactory
+from tests.builders import CONSENT
+from tests.conftest import Tenant
+from tests.snapshot import unchanged
+
+BODY = {
+    "first_name": "Katherine",
+    "last_name": "Johnson",
+    "email": "kj@example.org",
+    "custom_fields": {"role": "analyst"},
+    "consent": CONSENT,
+}
+
+
+async def test_a_service_creates_a_candidate_with_its_consent_record(
+    api: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    response = await api.post("/candidates", json=BODY, headers=tenant.service)
+    assert response.status_code == 201, response.text
+    created = response.json()
+    assert created["consent"] == {
+        "given_at": "2026-01-15T10:00:00Z",
+        "method": "web form opt-in",
+        "source": "careers site",
+    }
+    read = await api.get(f"/candidates/{created['id']}", headers=tenant.recruiter)
+    assert read.status_code == 200 and read.json()["custom_fields"] == {"role": "analyst"}
+    updated = await api.patch(
+        f"/candidates/{created['id']}", json={"email": "kj@new.example"}, headers=tenant.admin
+    )
+    assert updated.status_code == 200 and updated.json()["email"] == "kj@new.example"
+    assert updated.json()["first_name"] == "Katherine"
+
+
+async def test_a_repeated_idempotency_key_answers_the_first_answer(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory
+) -> None:
+    headers = {**tenant.service, "Idempotency-Key": "create-kj-1"}
+    first = await api.post("/candidates", json=BODY, headers=headers)
+    async with unchanged(sessions):
+        again = await api.post("/candidates", json=BODY, headers=headers)
+        assert (again.status_code, again.json()) == (201, first.json())
+        different = await api.post("/candidates", json={**BODY, "first_name": "K"}, headers=headers)
+        assert different.status_code == 422
+        assert "used for a different request" in different.json()["detail"]
+    listed = await api.get("/candidates", headers=tenant.admin)
+    assert listed.json()["total"] == 1
+
+
+async def test_bad_candidates_are_refused_naming_the_problem(
+    api: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant, sessions: SessionFactory
+) -> None:
+    created = (await api.post("/candidates", json=BODY, headers=tenant.service)).json()
+    async with unchanged(sessions):
+        unknown = await api.post(
+            "/candidates", json={**BODY, "custom_fields": {"salary": "1"}}, headers=tenant.service
+        )
+        assert unknown.status_code == 422
+        assert "Unknown custom field 'salary'" in unknown.json()["detail"]
+        email = await api.post(
+            "/candidates", json={**BODY, "email": "nope"}, headers=tenant.service
+        )
+        assert email.status_code == 422 and "email" in email.json()["detail"]
+        naive = await api.post(
+            "/candidates",
+            json={**BODY, "consent": {**CONSENT, "given_at": "2026-01-15T10:00:00"}},
+            headers=tenant.service,
+        )
+        assert naive.status_code == 422 and "consent.given_at" in naive.json()["detail"]
+        recruiter = await api.post("/candidates", json=BODY, headers=tenant.recruiter)
+        assert recruiter.status_code == 403
+        anonymous = await api.post("/candidates", json=BODY)
+        assert anonymous.status_code == 401
+        other = await api.get(f"/candidates/{created['id']}", headers=other_tenant.admin)
+        assert other.status_code == 404
+        patch_other = await api.patch(
+            f"/candidates/{created['id']}", json={"first_name": "X"}, headers=other_tenant.service
+        )
+        assert patch_other.status_code == 404
+        service_reads = await api.get("/candidates", headers=tenant.service)
+        assert service_reads.status_code == 403
+    assert (await api.get("/candidates", headers=other_tenant.admin)).json()["total"] == 0
