@@ -7,7 +7,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-VAR_DIR = Path(__file__).resolve().parent / "var"
+# The embedded stack keeps its files here, below the directory it is started from.
+VAR_DIR = Path("var").resolve()
 
 
 class Settings(BaseSettings):

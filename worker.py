@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,8 +77,15 @@ async def main() -> None:
     logging.info(
         "worker polling task queue %s on %s", settings.task_queue, settings.temporal_address
     )
+    # SIGTERM (a container stopping) and Ctrl-C let running activities finish first.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
     try:
-        await worker.run()
+        async with worker:
+            await stopping.wait()
+            logging.info("worker stopping: finishing what runs")
     finally:
         await engine.dispose()
 

@@ -40,8 +40,13 @@ class Envelope:
     is_test: bool
 
 
+# Long header values (the signed unsubscribe URL) must not be folded into RFC 2047
+# encoded words, which List-Unsubscribe forbids: fold only beyond RFC 5322's 998.
+WIRE = SMTP.clone(max_line_length=998)
+
+
 def build_message(envelope: Envelope, email: RenderedEmail) -> EmailMessage:
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=WIRE)
     message["From"] = formataddr((header_text(envelope.sender_name), envelope.sender_address))
     message["To"] = formataddr((header_text(envelope.recipient_name), envelope.recipient_address))
     message["Subject"] = f"[TEST] {email.subject}" if envelope.is_test else email.subject

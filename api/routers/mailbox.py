@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SettingsDep
 from errors import NotFoundError
@@ -16,8 +16,10 @@ router = APIRouter(prefix="/mailbox", tags=["mailbox (local sink)"])
 
 
 class MailboxEntry(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
     file: str
-    from_: str
+    from_: str = Field(alias="from")
     to: str
     subject: str
     date: str

@@ -132,6 +132,8 @@ async def test_three_touchpoints_arrive_at_local_times_across_the_end_of_summer_
     assert unsubscribe.startswith("<https://nurture.test/unsubscribe/")
     assert "<mailto:unsubscribe@nurture.test?subject=unsubscribe%20" in unsubscribe
     assert first["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    wire = mail.raw[0].split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nList-Unsubscribe: <https://nurture.test/unsubscribe/" in wire  # not =?utf-8?
 
     monday = change + timedelta(days=1)
     await sleep_until(env, monday, 8, 59)
