@@ -19,12 +19,13 @@ from temporalio.worker import Worker
 from activities.mail import Mailer
 from activities.nurture import NurtureActivities
 from config import Settings
-from store.models import Message, MessageState
+from store.enrolments import exit_enrolment
+from store.models import Enrolment, Message, MessageState, RecipientStatus
 from store.session import SessionFactory
 from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
 from tests.conftest import Inbox, Tenant
 from worker import build_worker
-from workflows.contracts import RecipientState, nurture_workflow_id
+from workflows.contracts import ExitReason, RecipientState, nurture_workflow_id
 from workflows.nurture import NurtureWorkflow
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -472,3 +473,43 @@ async def test_line_breaks_in_names_and_fields_never_add_a_header(
     assert "\n" not in message["Subject"] and "\r" not in message["Subject"]
     assert message["Subject"].startswith("Hi Eve Bcc: victim@example.org")
     assert mail.envelopes[0][1] == ["eve@example.org"]
+
+
+async def test_the_store_stops_a_due_send_even_when_no_signal_arrived(
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, inbox: tuple[Inbox, int],
+    sessions: SessionFactory,
+) -> None:  # fmt: skip
+    """A lost or late signal delays nothing: the send re-reads the store before SMTP."""
+    mail, _ = inbox
+    plan = [touchpoint(tenant, "One"), touchpoint(tenant, "Two", interval_days=1)]
+    campaign = await saved_campaign(api, tenant, plan)
+    paused, removed = (
+        await add_candidate(api, tenant, email="paused@example.org"),
+        await add_candidate(api, tenant, email="removed@example.org"),
+    )
+    day1 = await noon_tomorrow(env)
+    for candidate in (paused, removed):
+        await enrol(api, tenant, campaign, candidate)
+    # Change the store only, as if the API's signals had been lost.
+    async with sessions() as session, session.begin():
+        rows = (await session.scalars(select(Enrolment))).all()
+        for row in rows:
+            if row.candidate_id == paused:
+                row.status, row.paused_at = RecipientStatus.PAUSED, await env.get_current_time()
+            else:
+                exit_enrolment(row, ExitReason.REMOVED, await env.get_current_time())
+    await sleep_until(env, day1, 12)
+    assert (await final_state(env, campaign, removed)).exit_reason == "removed"
+    assert mail.messages == []
+    handle = env.client.get_workflow_handle_for(
+        NurtureWorkflow.run, nurture_workflow_id(campaign, paused)
+    )
+    assert (await handle.query(NurtureWorkflow.state)).status == "paused"
+    resumed = await api.post(
+        f"/campaigns/{campaign}/recipients/{paused}/resume", headers=tenant.admin
+    )
+    assert resumed.status_code == 200
+    assert resumed.json()["next_send_at_local"] == f"{day1 + timedelta(days=1)}T09:00:00+01:00"
+    await env.sleep(timedelta(days=3))
+    assert [m["Subject"] for m in mail.to("paused@example.org")] == ["One", "Two"]
+    assert mail.to("removed@example.org") == []
