@@ -100,12 +100,15 @@ async def _signal(client: Client, workflow_id: str, name: str, arg: object) -> b
 
 
 async def signal_exit(
-    client: Client, campaign_ids: Iterable[int], candidate_id: int, reason: ExitReason
+    client: Client, ended: Iterable[tuple[int, int]], candidate_id: int, reason: ExitReason
 ) -> None:
+    """Tell each ended enrolment's workflow, given as (campaign id, run)."""
     await asyncio.gather(
         *(
-            _signal(client, nurture_workflow_id(c, candidate_id), "exit", ExitSignal(reason))
-            for c in campaign_ids
+            _signal(
+                client, nurture_workflow_id(campaign, candidate_id), "exit", ExitSignal(reason, run)
+            )
+            for campaign, run in ended
         )
     )
 

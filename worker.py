@@ -41,6 +41,7 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 def activity_list(activities: NurtureActivities) -> list[Any]:
     return [
         activities.send_touchpoint,
+        activities.record_send_failure,
         activities.send_test_message,
         activities.start_enrolments,
     ]

@@ -35,7 +35,7 @@ def sign_unsubscribe(secret: str, company_id: int, candidate_id: int) -> str:
 def verify_unsubscribe(secret: str, token: str) -> UnsubscribeToken | None:
     """The token's company and candidate, or None when it was not signed by us."""
     parts = token.split(".")
-    if len(parts) != 3 or not all(p.isdigit() for p in parts[:2]):
+    if len(parts) != 3 or not token.isascii() or not all(p.isdigit() for p in parts[:2]):
         return None
     payload = f"{parts[0]}.{parts[1]}"
     if not hmac.compare_digest(_signature(secret, payload), parts[2]):

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 import orchestration
 from activities import links
 from activities.mail import Envelope, Mailer, PermanentSendError, build_message, message_id_for
-from activities.rendering import Brand, RenderContext, render_email
+from activities.rendering import Brand, RenderContext, render_email, sample_context
 from config import Settings
 from store import campaigns as campaign_store
 from store import enrolments as enrolment_store
@@ -51,7 +51,6 @@ from workflows.contracts import (
 log = logging.getLogger(__name__)
 
 _BATCH_COMMIT_ATTEMPTS = 10
-SAMPLE = {"first_name": "Alex", "last_name": "Sample"}
 
 
 def _now() -> datetime:
@@ -62,6 +61,14 @@ def _now() -> datetime:
         if scheduled and scheduled > now:
             return scheduled
     return now
+
+
+class _Withdrawn(Exception):
+    """The store said stop between the first check and DATA: nothing is sent."""
+
+    def __init__(self, result: SendResult) -> None:
+        super().__init__(result.outcome.value)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -190,9 +197,9 @@ class NurtureActivities:
             address = candidate.email or ""
             values = candidate.custom_fields
         else:
-            first, last = SAMPLE["first_name"], SAMPLE["last_name"]
+            sample = sample_context(company.custom_fields)
+            first, last, values = sample.first_name, sample.last_name, sample.fields
             address = message.test_address or ""
-            values = {name: f"[{name}]" for name in company.custom_fields}
         token = links.sign_unsubscribe(
             self._settings.signing_secret.get_secret_value(),
             company.id,
@@ -237,17 +244,22 @@ class NurtureActivities:
         )
 
     async def _deliver(self, prepared: _Prepared, call: SendTouchpoint | None) -> SendResult:
-        rendered = render_email(
-            prepared.subject,
-            prepared.body,
-            prepared.format is Format.BRANDED,
-            prepared.context,
-            prepared.brand,
-        )
+        try:
+            rendered = render_email(
+                prepared.subject,
+                prepared.body,
+                prepared.format is Format.BRANDED,
+                prepared.context,
+                prepared.brand,
+            )
+        except Exception as error:
+            # Saving checked the template; what still fails here will fail on every retry.
+            await self._finish(prepared.message_id, MessageState.FAILED, call, f"render: {error}")
+            return SendResult(SendOutcome.FAILED)
         email = build_message(prepared.envelope, rendered)
 
         async def accepted() -> None:
-            await self._set_state(prepared.message_id, MessageState.SENDING)
+            await self._last_check(prepared.message_id, call)
 
         try:
             await self._mailer.send(
@@ -256,6 +268,9 @@ class NurtureActivities:
                 prepared.envelope.recipient_address,
                 accepted,
             )
+        except _Withdrawn as withdrawn:
+            await self._set_state(prepared.message_id, None, f"withdrawn: {withdrawn.result}")
+            return withdrawn.result
         except PermanentSendError as error:
             await self._finish(prepared.message_id, MessageState.FAILED, call, str(error))
             return SendResult(SendOutcome.FAILED)
@@ -264,6 +279,28 @@ class NurtureActivities:
             raise
         await self._finish(prepared.message_id, MessageState.SENT, call, None)
         return SendResult(SendOutcome.SENT)
+
+    async def _last_check(self, message_id: int, call: SendTouchpoint | None) -> None:
+        """Right before DATA: the store's word once more, and SENDING in the same
+        transaction, so that an exit or pause committed while SMTP was connecting wins."""
+        stop = None
+        async with self._sessions() as session, session.begin():
+            if call is not None:
+                enrolment = await session.scalar(
+                    select(Enrolment).where(Enrolment.id == call.enrolment_id).with_for_update()
+                )
+                if enrolment is None or enrolment.run != call.run:
+                    stop = SendResult(SendOutcome.LEFT, exit_reason=ExitReason.NOT_ENROLLED.value)
+                else:
+                    stop = await self._stop(session, enrolment)
+            if stop is None:
+                await session.execute(
+                    update(Message)
+                    .where(Message.id == message_id)
+                    .values(state=MessageState.SENDING)
+                )
+        if stop is not None:
+            raise _Withdrawn(stop)
 
     async def _set_state(
         self, message_id: int, state: MessageState | None, error: str | None = None
@@ -286,6 +323,22 @@ class NurtureActivities:
                 enrolment = await session.get_one(Enrolment, call.enrolment_id)
                 if enrolment.run == call.run:
                     self._advance(enrolment, call)
+
+    @activity.defn(name="record_send_failure")
+    async def record_send_failure(self, call: SendTouchpoint) -> None:
+        """After the send's last retry: the message is failed (or unconfirmed if it was
+        mid-DATA), and the recipient moves on to the next touchpoint."""
+        key = f"nurture/{call.enrolment_id}/{call.run}/{call.position}"
+        async with self._sessions() as session, session.begin():
+            message = await session.scalar(select(Message).where(Message.idempotency_key == key))
+            if message is not None and message.state is MessageState.PREPARED:
+                message.state = MessageState.FAILED
+                message.error = f"gave up after the last retry: {message.error}"
+            elif message is not None and message.state is MessageState.SENDING:
+                message.state = MessageState.UNCONFIRMED
+            enrolment = await session.get(Enrolment, call.enrolment_id)
+            if enrolment is not None and enrolment.run == call.run:
+                self._advance(enrolment, call)
 
     @activity.defn(name="send_test_message")
     async def send_test_message(self, message_id: int) -> SendOutcome:

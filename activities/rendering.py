@@ -72,6 +72,12 @@ def check_template(source: str, what: str, custom_fields: list[str]) -> None:
                 f"The {what} uses the unknown custom field 'fields.{key}'; "
                 f"this company declares {declared}."
             )
+    # Names are not all: `first_name.nope` or `1/0` only fail when rendered, so render
+    # once with sample values now rather than fail at every send.
+    try:
+        _text.from_string(source).render(sample_context(custom_fields).variables())
+    except Exception as error:
+        raise ValidationError(f"The {what} cannot be rendered: {error}.") from None
 
 
 def _constant(node: nodes.Node) -> str | None:
@@ -113,6 +119,21 @@ class RenderContext:
             "unsubscribe_url": self.unsubscribe_url,
             "fields": self.fields,
         }
+
+
+def sample_context(
+    custom_fields: list[str], unsubscribe_url: str = "https://example.invalid/u"
+) -> RenderContext:
+    """Values for a test send or a template check: nobody's personal data."""
+    return RenderContext(
+        first_name="Alex",
+        last_name="Sample",
+        company_name="Company",
+        sender_name="Sender",
+        sender_title="Title",
+        unsubscribe_url=unsubscribe_url,
+        fields={name: f"[{name}]" for name in custom_fields},
+    )
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from datetime import datetime, time
 from enum import StrEnum
 from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -14,22 +15,25 @@ from pydantic import (
     EmailStr,
     Field,
     PlainSerializer,
+    model_validator,
 )
 
 from store.enrolments import AddResult, RefusalReason
 from store.models import CampaignStatus, ExitOption, Format, RecipientStatus
 
 
-def _time_of_day(value: Any) -> Any:
+def _time_of_day(value: Any) -> time:
     """`HH:MM` from 00:00 to 23:59, or a sentence saying so."""
-    if isinstance(value, str):
-        hours, sep, minutes = value.partition(":")
-        if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
-            raise ValueError(f"'{value}' is not a time of day: write HH:MM, e.g. 09:30")
-        if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
-            raise ValueError(f"'{value}' is not a real time of day (00:00 to 23:59)")
-        return time(int(hours), int(minutes))
-    return value
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str):
+        raise ValueError('a time of day is a string HH:MM, e.g. "09:30"')
+    hours, sep, minutes = value.partition(":")
+    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError(f"'{value}' is not a time of day: write HH:MM, e.g. 09:30")
+    if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
+        raise ValueError(f"'{value}' is not a real time of day (00:00 to 23:59)")
+    return time(int(hours), int(minutes))
 
 
 TimeOfDay = Annotated[
@@ -38,6 +42,13 @@ TimeOfDay = Annotated[
     PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
     Field(examples=["09:00"]),
 ]
+
+
+# Ids are 32-bit on PostgreSQL: a larger one is simply not found, never a 500.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+MAX_BULK = 5000
 
 
 class Strict(BaseModel):
@@ -62,11 +73,20 @@ class CandidateCreate(Strict):
 
 
 class CandidateUpdate(Strict):
+    """Only the fields sent change; `email: null` removes the address."""
+
     first_name: str | None = Field(default=None, min_length=1, max_length=200)
     last_name: str | None = Field(default=None, max_length=200)
     email: EmailStr | None = None
     custom_fields: dict[str, str] | None = None
     consent: Consent | None = None
+
+    @model_validator(mode="after")
+    def _no_null_where_a_value_is_required(self) -> CandidateUpdate:
+        for name in ("first_name", "last_name", "custom_fields", "consent"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null; leave it out to keep it")
+        return self
 
 
 class CandidateOut(BaseModel):
@@ -92,7 +112,7 @@ class TouchpointIn(Strict):
     subject: str = Field(min_length=1, max_length=998, examples=["{{ first_name }}, news from us"])
     body: str = Field(min_length=1, examples=["Hello {{ first_name }},\n\n..."])
     format: Format = Format.PLAIN
-    sender_user_id: int
+    sender_user_id: Id
     send_time: TimeOfDay
     interval_days: int | None = Field(
         default=None,
@@ -145,7 +165,7 @@ class CampaignSummary(BaseModel):
 
 class CampaignTest(Strict):
     recipients: list[EmailStr] = Field(min_length=1, max_length=20)
-    candidate_id: int | None = Field(
+    candidate_id: Id | None = Field(
         default=None, description="Fill the variables from this candidate instead of samples."
     )
 
@@ -165,12 +185,15 @@ class CampaignTestOut(BaseModel):
 
 
 class RecipientAdd(Strict):
-    candidate_id: int
+    candidate_id: Id
     re_enrol: bool = False
 
 
 class RecipientsAdd(Strict):
-    candidate_ids: list[int] = Field(min_length=1, max_length=100_000)
+    """Up to 5,000 ids a request: send a larger segment in several requests, each of
+    which answers at once while its workflows start in the background."""
+
+    candidate_ids: list[Id] = Field(min_length=1, max_length=MAX_BULK)
     re_enrol: bool = False
 
 
@@ -229,7 +252,7 @@ class EventIn(Strict):
         default=None, max_length=200, description="Yours; or send an Idempotency-Key header."
     )
     type: EventType
-    candidate_id: int
+    candidate_id: Id
     occurred_at: AwareDatetime | None = None
 
 

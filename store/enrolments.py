@@ -12,6 +12,7 @@ from datetime import datetime, time
 from enum import StrEnum
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from errors import ConflictError, NotFoundError
@@ -160,7 +161,13 @@ async def add_recipients(
                 verdict = AddVerdict(candidate_id, AddResult.ADDED, enrolment=enrolment)
             seen.add(candidate_id)
             verdicts.append(verdict)
-    await session.flush()
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise ConflictError(
+            "Another request is adding some of these candidates to this campaign right now; "
+            "retry in a moment (nothing was added)."
+        ) from None
     return verdicts
 
 
@@ -259,9 +266,9 @@ async def remove_recipient(
 
 async def exit_candidate(
     session: AsyncSession, company_id: int, candidate_id: int, reason: ExitReason, now: datetime
-) -> list[int]:
+) -> list[tuple[int, int]]:
     """End the candidate's campaigns that this reason ends (unsubscribing ends all of them);
-    answers the ids of the campaigns they left."""
+    answers the (campaign, run) of each enrolment ended."""
     rows = await session.execute(
         select(Enrolment, Campaign.exit_options)
         .join(Campaign, Campaign.id == Enrolment.campaign_id)
@@ -276,7 +283,7 @@ async def exit_candidate(
     for enrolment, exit_options in rows:
         if reason in (ExitReason.UNSUBSCRIBED, ExitReason.ERASED) or reason.value in exit_options:
             exit_enrolment(enrolment, reason, now)
-            ended.append(enrolment.campaign_id)
+            ended.append((enrolment.campaign_id, enrolment.run))
     await session.flush()
     return sorted(ended)
 

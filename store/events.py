@@ -26,7 +26,7 @@ async def record_event(
     type: str,
     candidate_id: int,
     occurred_at: datetime,
-    ended_campaigns: list[int],
+    ended: list[tuple[int, int]],
 ) -> ReceivedEvent:
     event = ReceivedEvent(
         company_id=company_id,
@@ -34,7 +34,7 @@ async def record_event(
         type=type,
         candidate_id=candidate_id,
         occurred_at=occurred_at,
-        ended={"campaigns": ended_campaigns},
+        ended={"ended": [list(pair) for pair in ended]},
     )
     session.add(event)
     await session.flush()

@@ -54,6 +54,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# Workflows carry ids: on SQLite too, an id once given (even by a transaction that rolled
+# back) is never given again, as PostgreSQL's sequences guarantee.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map: ClassVar[dict[Any, Any]] = {
@@ -67,6 +72,7 @@ class CompanyOwned(Base):
     """Every record but the company itself belongs to one company, by an indexed column."""
 
     __abstract__ = True
+    __table_args__: Any = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("companies.id"), index=True)
@@ -120,6 +126,7 @@ def _enum(cls: type[enum.StrEnum]) -> Enum:
 
 class Company(Base):
     __tablename__ = "companies"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -136,7 +143,7 @@ class Company(Base):
 
 class User(CompanyOwned):
     __tablename__ = "users"
-    __table_args__ = (UniqueConstraint("company_id", "email"),)
+    __table_args__ = (UniqueConstraint("company_id", "email"), NEVER_REUSE_IDS)
 
     role: Mapped[Role] = mapped_column(_enum(Role))
     name: Mapped[str] = mapped_column(String(200))
@@ -190,7 +197,7 @@ class Touchpoint(CompanyOwned):
     """One e-mail of a campaign; `interval_days` is the wait after the previous one."""
 
     __tablename__ = "touchpoints"
-    __table_args__ = (UniqueConstraint("campaign_id", "position"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "position"), NEVER_REUSE_IDS)
 
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
@@ -208,7 +215,7 @@ class Enrolment(CompanyOwned):
     re-enrolled candidate's sends get new idempotency keys."""
 
     __tablename__ = "enrolments"
-    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"),)
+    __table_args__ = (UniqueConstraint("campaign_id", "candidate_id"), NEVER_REUSE_IDS)
 
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
@@ -263,14 +270,14 @@ class ReceivedEvent(CompanyOwned):
     """An event from a backend service, recorded once by its id, with the answer it got."""
 
     __tablename__ = "received_events"
-    __table_args__ = (UniqueConstraint("company_id", "event_id"),)
+    __table_args__ = (UniqueConstraint("company_id", "event_id"), NEVER_REUSE_IDS)
 
     event_id: Mapped[str] = mapped_column(String(200))
     type: Mapped[str] = mapped_column(String(32))
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
     occurred_at: Mapped[datetime] = mapped_column()
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # What ended: [[campaign_id, workflow_id], ...], re-signalled when the event repeats.
+    # What ended: {"ended": [[campaign_id, run], ...]}, signalled again when it repeats.
     ended: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -278,7 +285,7 @@ class IdempotentRequest(CompanyOwned):
     """The first answer to a write that carried an Idempotency-Key, replayed on repeats."""
 
     __tablename__ = "idempotent_requests"
-    __table_args__ = (UniqueConstraint("company_id", "key"),)
+    __table_args__ = (UniqueConstraint("company_id", "key"), NEVER_REUSE_IDS)
 
     key: Mapped[str] = mapped_column(String(200))
     fingerprint: Mapped[str] = mapped_column(String(64))

@@ -70,7 +70,10 @@ class NurtureInput:
 
 @dataclass(frozen=True)
 class ExitSignal:
+    """`run` names the enrolment it ends: a late repeat cannot end a later re-enrolment."""
+
     reason: ExitReason
+    run: int | None = None
 
 
 @dataclass(frozen=True)

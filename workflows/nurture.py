@@ -138,7 +138,13 @@ class NurtureWorkflow:
             )
             return result
         except ActivityError:
-            # A day of retries did not get it out: the store holds the error; move on.
+            # A day of retries did not get it out: record it as failed, and move on.
+            await workflow.execute_activity(
+                "record_send_failure",
+                call,
+                start_to_close_timeout=timedelta(minutes=1),
+                summary=f"record touchpoint {position + 1} as failed",
+            )
             return SendResult(outcome=SendOutcome.FAILED)
 
     async def _finish(self) -> RecipientState:
@@ -175,6 +181,8 @@ class NurtureWorkflow:
 
     @workflow.signal(name="exit")
     def exit(self, signal: ExitSignal) -> None:
+        if signal.run is not None and signal.run != self._input.run:
+            return
         if self._exit_reason is None:
             self._exit_reason = signal.reason.value
 

@@ -18,6 +18,7 @@ from api.schemas import (
     CampaignTest,
     CampaignTestOut,
     CampaignUpdate,
+    PathId,
     TestSendOut,
     TouchpointIn,
     TouchpointOut,
@@ -111,7 +112,7 @@ async def list_campaigns(company: CampaignAdminDep, session: SessionDep) -> list
 
 @router.get("/{campaign_id}", response_model=CampaignOut)
 async def get_campaign(
-    campaign_id: int, company: CampaignAdminDep, session: SessionDep
+    campaign_id: PathId, company: CampaignAdminDep, session: SessionDep
 ) -> CampaignOut:
     async with session.begin():
         campaign = await store.get_campaign(session, company.id, campaign_id)
@@ -120,7 +121,7 @@ async def get_campaign(
 
 @router.patch("/{campaign_id}", response_model=CampaignOut)
 async def edit_campaign(
-    campaign_id: int, body: CampaignUpdate, company: CampaignAdminDep, session: SessionDep
+    campaign_id: PathId, body: CampaignUpdate, company: CampaignAdminDep, session: SessionDep
 ) -> CampaignOut:
     """A draft changes freely; a saved campaign only its name and description (409)."""
     async with session.begin():
@@ -142,7 +143,7 @@ async def edit_campaign(
 
 @router.post("/{campaign_id}/save", response_model=CampaignOut)
 async def save_campaign(
-    campaign_id: int, company: CampaignAdminDep, session: SessionDep, now: NowDep
+    campaign_id: PathId, company: CampaignAdminDep, session: SessionDep, now: NowDep
 ) -> CampaignOut:
     """Saving activates the campaign; its touchpoints and intervals are fixed from here on."""
     async with session.begin():
@@ -152,7 +153,7 @@ async def save_campaign(
 
 @router.post("/{campaign_id}/test", response_model=CampaignTestOut)
 async def test_campaign(
-    campaign_id: int,
+    campaign_id: PathId,
     body: CampaignTest,
     company: CampaignAdminDep,
     session: SessionDep,

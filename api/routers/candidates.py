@@ -15,6 +15,7 @@ from api.schemas import (
     CandidatePage,
     CandidateUpdate,
     Consent,
+    PathId,
 )
 from store import candidates as store
 from store.companies import get_company
@@ -72,7 +73,7 @@ async def create_candidate(
 
 @router.patch("/{candidate_id}", response_model=CandidateOut)
 async def update_candidate(
-    candidate_id: int,
+    candidate_id: PathId,
     body: CandidateUpdate,
     request: Request,
     caller: WriterDep,
@@ -102,5 +103,5 @@ async def list_candidates(
 
 
 @router.get("/{candidate_id}", response_model=CandidateOut)
-async def get_candidate(candidate_id: int, caller: UserDep, session: SessionDep) -> CandidateOut:
+async def get_candidate(candidate_id: PathId, caller: UserDep, session: SessionDep) -> CandidateOut:
     return candidate_out(await store.get_candidate(session, caller.company_id, candidate_id))

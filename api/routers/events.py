@@ -29,7 +29,7 @@ async def end_campaigns(
     candidate_id: int,
     reason: ExitReason,
     now: datetime,
-) -> list[int]:
+) -> list[tuple[int, int]]:
     """In the open transaction: the store ends the campaigns this reason ends (and records
     an unsubscription). Answers the campaigns to signal once the caller has committed."""
     if reason is ExitReason.UNSUBSCRIBED:
@@ -38,10 +38,10 @@ async def end_campaigns(
 
 
 async def tell_exits(
-    temporal: Client, campaign_ids: list[int], candidate_id: int, reason: ExitReason
+    temporal: Client, ended: list[tuple[int, int]], candidate_id: int, reason: ExitReason
 ) -> None:
     try:
-        await orchestration.signal_exit(temporal, campaign_ids, candidate_id, reason)
+        await orchestration.signal_exit(temporal, ended, candidate_id, reason)
     except RPCError as error:
         raise UnavailableError(
             f"The event is recorded and no e-mail will go out, but the workflows were not told "
@@ -64,6 +64,8 @@ async def receive_event(
     event_id = body.id or idempotency_key
     if not event_id:
         raise ValidationError("An event needs an id, or an Idempotency-Key header.")
+    if len(event_id) > 200:
+        raise ValidationError("An event id (or Idempotency-Key) has at most 200 characters.")
     reason = ExitReason(body.type.value)
     try:
         async with session.begin():
@@ -74,7 +76,7 @@ async def receive_event(
                         f"Event '{event_id}' was already received with another type or "
                         "candidate; use a new event id."
                     )
-                ended = list(seen.ended.get("campaigns", []))
+                ended = [(campaign, run) for campaign, run in seen.ended.get("ended", [])]
                 duplicate = True
             else:
                 await candidate_store.get_candidate(session, caller.company_id, body.candidate_id)
@@ -88,7 +90,7 @@ async def receive_event(
                     type=body.type.value,
                     candidate_id=body.candidate_id,
                     occurred_at=body.occurred_at or now,
-                    ended_campaigns=ended,
+                    ended=ended,
                 )
                 duplicate = False
     except IntegrityError:
@@ -101,6 +103,6 @@ async def receive_event(
         event_id=event_id,
         type=EventType(body.type),
         candidate_id=body.candidate_id,
-        ended_campaigns=ended,
+        ended_campaigns=[campaign for campaign, _ in ended],
         duplicate=duplicate,
     )

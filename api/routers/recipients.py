@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Response
 from sqlalchemy import func, select
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 import orchestration
@@ -16,6 +17,7 @@ from api.schemas import (
     AddOut,
     BatchOut,
     BulkAddOut,
+    PathId,
     RecipientAdd,
     RecipientOut,
     RecipientPage,
@@ -55,7 +57,7 @@ async def _tell(signal: Awaitable[object], what: str) -> None:
 
 @router.post("", response_model=AddOut, status_code=201)
 async def add_recipient(
-    campaign_id: int,
+    campaign_id: PathId,
     body: RecipientAdd,
     response: Response,
     company: CampaignAdminDep,
@@ -90,9 +92,9 @@ async def add_recipient(
                 campaign_name=campaign.name,
                 replace_running=True,
             )
-        except RPCError as error:
+        except (RPCError, WorkflowAlreadyStartedError) as error:
             raise UnavailableError(
-                f"The candidate was not added: the workflow could not start ({error.message}). "
+                f"The candidate was not added: the workflow could not start ({error}). "
                 "Retrying is safe."
             ) from error
         verdict.enrolment.workflow_started_at = now
@@ -101,7 +103,7 @@ async def add_recipient(
 
 @router.post("/bulk", response_model=BulkAddOut, status_code=202)
 async def add_recipients(
-    campaign_id: int,
+    campaign_id: PathId,
     body: RecipientsAdd,
     company: CampaignAdminDep,
     session: SessionDep,
@@ -138,9 +140,9 @@ async def add_recipients(
                         f"“{campaign.name}”"
                     ),
                 )
-            except RPCError as error:
+            except (RPCError, WorkflowAlreadyStartedError) as error:
                 raise UnavailableError(
-                    f"No candidate was added: the enrolment could not start ({error.message}). "
+                    f"No candidate was added: the enrolment could not start ({error}). "
                     "Retrying is safe."
                 ) from error
         else:
@@ -157,7 +159,7 @@ async def add_recipients(
 
 @router.get("/batches/{batch_id}", response_model=BatchOut)
 async def get_batch(
-    campaign_id: int, batch_id: int, company: CampaignAdminDep, session: SessionDep
+    campaign_id: PathId, batch_id: PathId, company: CampaignAdminDep, session: SessionDep
 ) -> BatchOut:
     """How far the background start of a bulk add has come."""
     async with session.begin():
@@ -182,7 +184,7 @@ async def get_batch(
 
 @router.get("", response_model=RecipientPage)
 async def list_recipients(
-    campaign_id: int,
+    campaign_id: PathId,
     company: CampaignAdminDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -229,8 +231,8 @@ async def _one(session: SessionDep, company: Company, enrolment: Enrolment) -> R
 
 @router.post("/{candidate_id}/pause", response_model=RecipientOut)
 async def pause_recipient(
-    campaign_id: int,
-    candidate_id: int,
+    campaign_id: PathId,
+    candidate_id: PathId,
     company: CampaignAdminDep,
     session: SessionDep,
     temporal: TemporalDep,
@@ -250,8 +252,8 @@ async def pause_recipient(
 
 @router.post("/{candidate_id}/resume", response_model=RecipientOut)
 async def resume_recipient(
-    campaign_id: int,
-    candidate_id: int,
+    campaign_id: PathId,
+    candidate_id: PathId,
     company: CampaignAdminDep,
     session: SessionDep,
     temporal: TemporalDep,
@@ -271,8 +273,8 @@ async def resume_recipient(
 
 @router.delete("/{candidate_id}", response_model=RecipientOut)
 async def remove_recipient(
-    campaign_id: int,
-    candidate_id: int,
+    campaign_id: PathId,
+    candidate_id: PathId,
     company: CampaignAdminDep,
     session: SessionDep,
     temporal: TemporalDep,
@@ -285,7 +287,9 @@ async def remove_recipient(
         )
         out = await _one(session, company, enrolment)
     await _tell(
-        orchestration.signal_exit(temporal, [campaign_id], candidate_id, ExitReason.REMOVED),
+        orchestration.signal_exit(
+            temporal, [(campaign_id, enrolment.run)], candidate_id, ExitReason.REMOVED
+        ),
         "removal",
     )
     return out

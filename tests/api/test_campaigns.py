@@ -95,6 +95,9 @@ async def test_saving_activates_and_freezes_the_plan(
         ({"body": "Broken {{ first_name "}, "body of touchpoint 2 is not a valid template"),
         ({"send_time": "25:00"}, "'25:00' is not a real time of day"),
         ({"send_time": "9h"}, "'9h' is not a time of day"),
+        ({"send_time": 32400}, "a time of day is a string HH:MM"),
+        ({"subject": "Hi {{ first_name.nope }}"}, "subject of touchpoint 2 cannot be rendered"),
+        ({"body": "{{ 1 / 0 }}"}, "body of touchpoint 2 cannot be rendered"),
         (
             {"sender_user_id": 999},
             "sender of touchpoint 2 (user 999) is not a user of this company",

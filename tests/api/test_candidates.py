@@ -85,4 +85,11 @@ async def test_bad_candidates_are_refused_naming_the_problem(
         assert patch_other.status_code == 404
         service_reads = await api.get("/candidates", headers=tenant.service)
         assert service_reads.status_code == 403
+        for field in ("first_name", "last_name", "custom_fields"):
+            null = await api.patch(
+                f"/candidates/{created['id']}", json={field: None}, headers=tenant.service
+            )
+            assert null.status_code == 422 and f"{field} cannot be null" in null.json()["detail"]
+        huge = await api.get("/candidates/1099511627776", headers=tenant.admin)
+        assert huge.status_code == 422 and "candidate_id" in huge.json()["detail"]
     assert (await api.get("/candidates", headers=other_tenant.admin)).json()["total"] == 0

@@ -180,6 +180,12 @@ async def test_recipients_cannot_join_a_draft_and_stay_within_their_company(
             f"/campaigns/{cid}/recipients/bulk", json={"candidate_ids": []}, headers=tenant.admin
         )
         assert empty.status_code == 422 and "candidate_ids" in empty.json()["detail"]
+        too_many = await api.post(
+            f"/campaigns/{cid}/recipients/bulk",
+            json={"candidate_ids": list(range(1, 5002))},
+            headers=tenant.admin,
+        )
+        assert too_many.status_code == 422 and "at most 5000" in too_many.json()["detail"]
 
 
 async def test_pausing_twice_is_harmless_and_resuming_an_active_recipient_is_refused(

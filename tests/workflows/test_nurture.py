@@ -239,7 +239,7 @@ async def test_replied_and_connected_end_only_the_campaigns_whose_exit_options_s
 
 
 async def test_a_repeated_event_changes_nothing_and_answers_as_the_first_did(
-    api: httpx.AsyncClient, tenant: Tenant
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant
 ) -> None:
     campaign = await saved_campaign(
         api, tenant, [touchpoint(tenant, "One")], exit_options=["applied"]
@@ -255,6 +255,21 @@ async def test_a_repeated_event_changes_nothing_and_answers_as_the_first_did(
     other = await api.post("/events", json={**body, "type": "replied"}, headers=tenant.service)
     assert other.status_code == 422
     assert "already received" in other.json()["detail"]
+
+    # Re-enrolled, then the backend retries the old event: the new run goes on.
+    back = await api.post(
+        f"/campaigns/{campaign}/recipients",
+        json={"candidate_id": candidate, "re_enrol": True},
+        headers=tenant.admin,
+    )
+    assert back.status_code == 201
+    late = await api.post("/events", json=body, headers=tenant.service)
+    assert late.status_code == 200 and late.json()["duplicate"] is True
+    handle = env.client.get_workflow_handle_for(
+        NurtureWorkflow.run, nurture_workflow_id(campaign, candidate)
+    )
+    assert (await handle.query(NurtureWorkflow.state)).status == "active"
+    assert (await recipient(api, tenant, campaign))["status"] == "active"
 
 
 async def test_pause_then_resume_shifts_the_remaining_touchpoints_by_the_pause(
@@ -513,3 +528,73 @@ async def test_the_store_stops_a_due_send_even_when_no_signal_arrived(
     await env.sleep(timedelta(days=3))
     assert [m["Subject"] for m in mail.to("paused@example.org")] == ["One", "Two"]
     assert mail.to("removed@example.org") == []
+
+
+class _RemovingMidSend(Mailer):
+    """Before its SMTP exchange, an admin's removal commits (its signal still on the way)."""
+
+    def __init__(self, settings: Settings, sessions: SessionFactory) -> None:
+        super().__init__(settings)
+        self.sessions = sessions
+
+    async def send(
+        self, message: EmailMessage, sender: str, recipient: str,
+        on_accepted: Callable[[], Awaitable[None]],
+    ) -> None:  # fmt: skip
+        async with self.sessions() as session, session.begin():
+            for row in (await session.scalars(select(Enrolment))).all():
+                exit_enrolment(row, ExitReason.REMOVED, row.entered_at)
+        await super().send(message, sender, recipient, on_accepted)
+
+
+@pytest.mark.own_worker
+async def test_a_recipient_removed_while_their_send_is_under_way_receives_nothing(
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
+    sessions: SessionFactory, inbox: tuple[Inbox, int],
+) -> None:  # fmt: skip
+    activities = NurtureActivities(
+        sessions, _RemovingMidSend(settings, sessions), settings, env.client
+    )
+    async with build_worker(env.client, settings, activities):
+        campaign = await saved_campaign(api, tenant, [touchpoint(tenant, "One")])
+        candidate = await add_candidate(api, tenant)
+        await enrol(api, tenant, campaign, candidate)
+        await env.sleep(timedelta(days=2))
+        state = await final_state(env, campaign, candidate)
+    assert (state.status, state.exit_reason) == ("exited", "removed")
+    assert inbox[0].messages == []
+    async with sessions() as session:
+        message = await session.scalar(select(Message))
+    assert message is not None and message.state is MessageState.PREPARED
+    assert message.error is not None and message.error.startswith("withdrawn")
+
+
+class _Unreachable(Mailer):
+    async def send(
+        self, message: EmailMessage, sender: str, recipient: str,
+        on_accepted: Callable[[], Awaitable[None]],
+    ) -> None:  # fmt: skip
+        raise ConnectionRefusedError("the SMTP server does not answer")
+
+
+@pytest.mark.own_worker
+async def test_a_send_that_never_gets_through_is_recorded_failed_and_the_campaign_goes_on(
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
+    sessions: SessionFactory,
+) -> None:  # fmt: skip
+    activities = NurtureActivities(sessions, _Unreachable(settings), settings, env.client)
+    async with build_worker(env.client, settings, activities):
+        plan = [touchpoint(tenant, "One"), touchpoint(tenant, "Two", interval_days=5)]
+        campaign = await saved_campaign(api, tenant, plan)
+        candidate = await add_candidate(api, tenant)
+        day1 = await noon_tomorrow(env)
+        await enrol(api, tenant, campaign, candidate)
+        await sleep_until(env, day1 + timedelta(days=2), 12)
+        listed = await recipient(api, tenant, campaign)
+        assert (listed["status"], listed["next_touchpoint"]) == ("active", 2)
+        assert listed["next_send_at_local"] == f"{day1 + timedelta(days=5)}T09:00:00+01:00"
+        async with sessions() as session:
+            message = await session.scalar(select(Message).where(Message.position == 0))
+        assert message is not None and message.state is MessageState.FAILED
+        assert message.error is not None and "ConnectionRefusedError" in message.error
+        assert message.attempts > 10

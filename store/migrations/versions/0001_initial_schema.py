@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 08:59:42.024644
+Create Date: 2026-11-23 09:28:23.041975
 """
 
 from collections.abc import Sequence
@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("custom_fields", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_companies")),
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "campaigns",
@@ -58,6 +59,7 @@ def upgrade() -> None:
             ["company_id"], ["companies.id"], name=op.f("fk_campaigns_company_id_companies")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_campaigns")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("campaigns", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_campaigns_company_id"), ["company_id"], unique=False)
@@ -80,6 +82,7 @@ def upgrade() -> None:
             ["company_id"], ["companies.id"], name=op.f("fk_candidates_company_id_companies")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_candidates")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("candidates", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_candidates_company_id"), ["company_id"], unique=False)
@@ -100,6 +103,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotent_requests")),
         sa.UniqueConstraint("company_id", "key", name=op.f("uq_idempotent_requests_company_id")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("idempotent_requests", schema=None) as batch_op:
         batch_op.create_index(
@@ -124,6 +128,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("company_id", "email", name=op.f("uq_users_company_id")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_users_company_id"), ["company_id"], unique=False)
@@ -148,6 +153,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_api_keys_user_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_api_keys_company_id"), ["company_id"], unique=False)
@@ -169,6 +175,7 @@ def upgrade() -> None:
             ["company_id"], ["companies.id"], name=op.f("fk_enrolment_batches_company_id_companies")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_enrolment_batches")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("enrolment_batches", schema=None) as batch_op:
         batch_op.create_index(
@@ -195,6 +202,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_received_events")),
         sa.UniqueConstraint("company_id", "event_id", name=op.f("uq_received_events_company_id")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("received_events", schema=None) as batch_op:
         batch_op.create_index(
@@ -235,6 +243,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_touchpoints")),
         sa.UniqueConstraint("campaign_id", "position", name=op.f("uq_touchpoints_campaign_id")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("touchpoints", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_touchpoints_company_id"), ["company_id"], unique=False)
@@ -284,6 +293,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_enrolments")),
         sa.UniqueConstraint("campaign_id", "candidate_id", name=op.f("uq_enrolments_campaign_id")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("enrolments", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_enrolments_batch_id"), ["batch_id"], unique=False)
@@ -340,6 +350,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_messages")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_messages_idempotency_key")),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_messages_campaign_id"), ["campaign_id"], unique=False)
