@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -229,6 +229,21 @@ async def _one(session: SessionDep, company: Company, enrolment: Enrolment) -> R
     return _recipient(company, rows[0])
 
 
+async def _change(
+    session: SessionDep,
+    company: Company,
+    change: Callable[[], Awaitable[Enrolment]],
+    tell: Callable[[Enrolment], Awaitable[None]],
+    what: str,
+) -> RecipientOut:
+    """The store decides in one transaction; its workflow hears of it after the commit."""
+    async with session.begin():
+        enrolment = await change()
+        out = await _one(session, company, enrolment)
+    await _tell(tell(enrolment), what)
+    return out
+
+
 @router.post("/{candidate_id}/pause", response_model=RecipientOut)
 async def pause_recipient(
     campaign_id: PathId,
@@ -239,15 +254,15 @@ async def pause_recipient(
     now: NowDep,
 ) -> RecipientOut:
     """Temporarily out of the campaign: nothing is sent until resumed."""
-    async with session.begin():
-        enrolment = await store.pause_recipient(session, company.id, campaign_id, candidate_id, now)
-        out = await _one(session, company, enrolment)
-    assert enrolment.paused_at is not None
-    await _tell(
-        orchestration.signal_pause(temporal, campaign_id, candidate_id, enrolment.paused_at),
+    return await _change(
+        session,
+        company,
+        lambda: store.pause_recipient(session, company.id, campaign_id, candidate_id, now),
+        lambda e: orchestration.signal_pause(
+            temporal, campaign_id, candidate_id, e.paused_at or now
+        ),
         "pause",
     )
-    return out
 
 
 @router.post("/{candidate_id}/resume", response_model=RecipientOut)
@@ -260,15 +275,15 @@ async def resume_recipient(
     now: NowDep,
 ) -> RecipientOut:
     """The wait left at pause continues from now, then snaps to the touchpoint's send time."""
-    async with session.begin():
-        enrolment = await store.resume_recipient(session, company, campaign_id, candidate_id, now)
-        out = await _one(session, company, enrolment)
-    assert enrolment.resumed_at is not None
-    await _tell(
-        orchestration.signal_resume(temporal, campaign_id, candidate_id, enrolment.resumed_at),
+    return await _change(
+        session,
+        company,
+        lambda: store.resume_recipient(session, company, campaign_id, candidate_id, now),
+        lambda e: orchestration.signal_resume(
+            temporal, campaign_id, candidate_id, e.resumed_at or now
+        ),
         "resume",
     )
-    return out
 
 
 @router.delete("/{candidate_id}", response_model=RecipientOut)
@@ -281,15 +296,12 @@ async def remove_recipient(
     now: NowDep,
 ) -> RecipientOut:
     """The recipient leaves with reason `removed`; nothing more is sent, even if due."""
-    async with session.begin():
-        enrolment = await store.remove_recipient(
-            session, company.id, campaign_id, candidate_id, now
-        )
-        out = await _one(session, company, enrolment)
-    await _tell(
-        orchestration.signal_exit(
-            temporal, [(campaign_id, enrolment.run)], candidate_id, ExitReason.REMOVED
+    return await _change(
+        session,
+        company,
+        lambda: store.remove_recipient(session, company.id, campaign_id, candidate_id, now),
+        lambda e: orchestration.signal_exit(
+            temporal, [(campaign_id, e.run)], candidate_id, ExitReason.REMOVED
         ),
         "removal",
     )
-    return out
