@@ -22,6 +22,7 @@ lint: install
 
 # SQLite always; PostgreSQL too when TEST_DATABASE_URL is set (CI sets it).
 test: lint
+	@echo "pytest on SQLite$${TEST_DATABASE_URL:+ and on PostgreSQL ($$TEST_DATABASE_URL)}"
 	$(PY) -m pytest -q
 
 bench: install
