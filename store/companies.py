@@ -85,9 +85,3 @@ async def get_company(session: AsyncSession, company_id: int) -> Company:
     if company is None:
         raise NotFoundError(f"Company {company_id} does not exist.")
     return company
-
-
-async def get_user(session: AsyncSession, company_id: int, user_id: int) -> User | None:
-    return await session.scalar(
-        select(User).where(User.company_id == company_id, User.id == user_id)
-    )

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
 
-TASK_QUEUE = "nurture"
-
 
 class ExitReason(StrEnum):
     """Why a recipient left a campaign before its last touchpoint."""

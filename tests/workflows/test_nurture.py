@@ -79,6 +79,15 @@ def next_end_of_summer_time(after: date) -> date:
         day = following
 
 
+def one_two_three(tenant: Tenant, first_wait: int, second_wait: int) -> list[dict[str, object]]:
+    """Touchpoints "One", "Two" and "Three" at 09:00, with these intervals between them."""
+    return [
+        touchpoint(tenant, "One"),
+        touchpoint(tenant, "Two", interval_days=first_wait),
+        touchpoint(tenant, "Three", interval_days=second_wait),
+    ]
+
+
 async def recipient(api: httpx.AsyncClient, tenant: Tenant, campaign: int) -> dict[str, object]:
     response = await api.get(f"/campaigns/{campaign}/recipients", headers=tenant.admin)
     assert response.status_code == 200, response.text
@@ -280,11 +289,7 @@ async def test_pause_then_resume_shifts_the_remaining_touchpoints_by_the_pause(
     campaign = await saved_campaign(
         api,
         tenant,
-        [
-            touchpoint(tenant, "One"),
-            touchpoint(tenant, "Two", interval_days=2),
-            touchpoint(tenant, "Three", interval_days=3),
-        ],
+        one_two_three(tenant, 2, 3),
     )
     candidate = await add_candidate(api, tenant)
     day1 = await noon_tomorrow(env)
@@ -430,11 +435,7 @@ async def test_a_new_worker_continues_a_campaign_with_nothing_lost_or_sent_twice
         campaign = await saved_campaign(
             api,
             tenant,
-            [
-                touchpoint(tenant, "One"),
-                touchpoint(tenant, "Two", interval_days=1),
-                touchpoint(tenant, "Three", interval_days=1),
-            ],
+            one_two_three(tenant, 1, 1),
         )
         candidate = await add_candidate(api, tenant)
         day1 = await noon_tomorrow(env)
