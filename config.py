@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The embedded stack keeps its files here, below the directory it is started from.
 VAR_DIR = Path("var").resolve()
+
+
+DEV_SIGNING_SECRET = "dev-only-signing-secret-change-me"
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigurationError(Exception):
+    """A setting that the service must not run with; the message says what to set."""
 
 
 class Settings(BaseSettings):
@@ -34,7 +43,13 @@ class Settings(BaseSettings):
     # Links in e-mails point here (https in production) and the Message-ID domain.
     public_base_url: str = "http://localhost:8000"
     mail_domain: str = "nurture.localhost"
-    signing_secret: SecretStr = SecretStr("dev-only-signing-secret-change-me")
+    signing_secret: SecretStr = SecretStr(DEV_SIGNING_SECRET)
+    # Development is said, never guessed: `make run`, the bench and the tests set it.
+    # Anything else is production, where the development secret is refused at start.
+    environment: Literal["development", "production"] = "production"
+
+    # A campaign test waits this long for its sends, then answers 503 (no worker?).
+    test_send_timeout_seconds: float = 90.0
 
     # Where the local mail sink writes one .eml per message; the API lists it when set.
     mail_sink_dir: Path | None = None
@@ -46,3 +61,20 @@ class Settings(BaseSettings):
     # Bulk enrolment starts at most this many workflows at once (the dev server starves
     # its workflow tasks when flooded with starts).
     enrol_concurrency: int = 25
+    # Child processes that check and render templates, in the API and in each worker
+    # (their limits are activities.rendering.LIMITS).
+    render_processes: int = Field(default=2, ge=1)
+
+    def check_for_service(self) -> None:
+        """Refuse to serve links signed with a secret anybody can read in our source: the
+        API and the worker call this before they start."""
+        if self.environment == "development":
+            return
+        secret = self.signing_secret.get_secret_value()
+        if secret == DEV_SIGNING_SECRET or len(secret) < MIN_SECRET_LENGTH:
+            raise ConfigurationError(
+                "NURTURE_SIGNING_SECRET is the development default or shorter than "
+                f"{MIN_SECRET_LENGTH} characters, and NURTURE_ENVIRONMENT is not "
+                "'development': set a long random secret (e.g. `openssl rand -hex 32`), "
+                "or NURTURE_ENVIRONMENT=development on a developer's machine."
+            )

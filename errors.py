@@ -31,3 +31,13 @@ class AddOnDisabledError(PermissionDeniedError):
 
 class UnavailableError(NurtureError):
     """A dependency (the Temporal server) did not answer; retrying is safe."""
+
+
+def clause(text: str) -> str:
+    """A library's or a sub-check's sentence as a clause after a colon: no capital (unless
+    it starts an acronym or a name in quotes) and no final period, so that the sentence
+    built around it reads as one."""
+    text = text.strip().rstrip(".")
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    return text

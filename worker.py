@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.mail import Mailer
 from activities.nurture import NurtureActivities
+from activities.template_sandbox import TemplateSandbox
 from config import Settings
 from store.session import create_engine, create_session_factory
 from workflows.campaign_test import CampaignTestWorkflow
@@ -43,6 +44,7 @@ def activity_list(activities: NurtureActivities) -> list[Any]:
         activities.send_touchpoint,
         activities.record_send_failure,
         activities.send_test_message,
+        activities.record_test_failure,
         activities.start_enrolments,
     ]
 
@@ -69,10 +71,12 @@ async def connect(settings: Settings) -> Client:
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     settings = Settings()
+    settings.check_for_service()
     client = await connect(settings)
     engine = create_engine(settings.database_url)
+    templates = TemplateSandbox(settings.render_processes)
     activities = NurtureActivities(
-        create_session_factory(engine), Mailer(settings), settings, client
+        create_session_factory(engine), Mailer(settings), settings, client, templates
     )
     worker = build_worker(client, settings, activities)
     logging.info(
@@ -84,7 +88,8 @@ async def main() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     try:
-        async with worker:
+        # The template processes outlive the worker, so that running sends can finish.
+        async with templates, worker:
             await stopping.wait()
             logging.info("worker stopping: finishing what runs")
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,13 +12,43 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
 import aiosmtplib
+from email_validator import EmailNotValidError, validate_email
 
 from activities.rendering import RenderedEmail, header_text
 from config import Settings
+from errors import clause
 
 
 class PermanentSendError(Exception):
     """The SMTP peer refused for good (5xx): retrying cannot help."""
+
+
+class UndeliverableAddressError(ValueError):
+    """An address we could never deliver to, refused when it is written."""
+
+
+# An RFC 2047 encoded word: a MIME library decodes it back into any bytes, line breaks too.
+_ENCODED_WORD = re.compile(r"=\?.*\?=")
+
+
+def deliverable_address(value: str) -> str:
+    """The address as we store and send it: ASCII only, an internationalized domain in its
+    IDNA (punycode) form. A non-ASCII local part needs SMTPUTF8 on every relay on the
+    way, which we cannot promise, so it is refused rather than retried forever."""
+    try:
+        checked = validate_email(value, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as error:
+        raise UndeliverableAddressError(
+            f"'{value}' is not an address we can deliver to: {clause(str(error))}"
+        ) from None
+    # With SMTPUTF8 refused, a valid address always has its ASCII form.
+    local, _, domain = (checked.ascii_email or checked.normalized).rpartition("@")
+    if _ENCODED_WORD.search(local):
+        raise UndeliverableAddressError(
+            f"'{value}' is not an address we can deliver to: its local part is an "
+            "RFC 2047 encoded word"
+        )
+    return f"{local}@{domain}"
 
 
 def message_id_for(idempotency_key: str, domain: str) -> str:
@@ -46,6 +77,10 @@ WIRE = SMTP.clone(max_line_length=998)
 
 
 def build_message(envelope: Envelope, email: RenderedEmail) -> EmailMessage:
+    for address in (envelope.sender_address, envelope.recipient_address):
+        if not address.isascii():
+            # Written before addresses were checked: no retry can ever deliver it.
+            raise PermanentSendError(f"the address {address!r} is not ASCII; it cannot be sent")
     message = EmailMessage(policy=WIRE)
     message["From"] = formataddr((header_text(envelope.sender_name), envelope.sender_address))
     message["To"] = formataddr((header_text(envelope.recipient_name), envelope.recipient_address))

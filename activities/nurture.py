@@ -21,8 +21,10 @@ from temporalio.exceptions import ApplicationError
 import orchestration
 from activities import links
 from activities.mail import Envelope, Mailer, PermanentSendError, build_message, message_id_for
-from activities.rendering import Brand, RenderContext, render_email, sample_context
+from activities.rendering import Brand, RenderContext, RenderError, sample_context
+from activities.template_sandbox import TemplateSandbox
 from config import Settings
+from errors import clause
 from store import campaigns as campaign_store
 from store import enrolments as enrolment_store
 from store.models import (
@@ -63,6 +65,14 @@ def _now() -> datetime:
     return now
 
 
+# What a message that left PREPARED tells a retry (or a test's answer) about its send.
+_OUTCOME_OF = {
+    MessageState.SENT: SendOutcome.ALREADY_SENT,
+    MessageState.UNCONFIRMED: SendOutcome.UNCONFIRMED,
+    MessageState.FAILED: SendOutcome.FAILED,
+}
+
+
 class _Withdrawn(Exception):
     """The store said stop between the first check and DATA: nothing is sent."""
 
@@ -84,9 +94,15 @@ class _Prepared:
 
 class NurtureActivities:
     def __init__(
-        self, sessions: SessionFactory, mailer: Mailer, settings: Settings, client: Client
+        self,
+        sessions: SessionFactory,
+        mailer: Mailer,
+        settings: Settings,
+        client: Client,
+        templates: TemplateSandbox,
     ) -> None:
         self._sessions = sessions
+        self._templates = templates
         self._mailer = mailer
         self._settings = settings
         self._client = client
@@ -160,12 +176,7 @@ class NurtureActivities:
             message.error = "a retry found this message mid-DATA; not sent again"
             log.warning("message %s unconfirmed after a retry", message.idempotency_key)
         self._advance(enrolment, call)
-        outcome = {
-            MessageState.SENT: SendOutcome.ALREADY_SENT,
-            MessageState.UNCONFIRMED: SendOutcome.UNCONFIRMED,
-            MessageState.FAILED: SendOutcome.FAILED,
-        }[message.state]
-        return SendResult(outcome)
+        return SendResult(_OUTCOME_OF[message.state])
 
     @staticmethod
     def _advance(enrolment: Enrolment, call: SendTouchpoint) -> None:
@@ -196,12 +207,15 @@ class NurtureActivities:
         candidate = await session.get(Candidate, candidate_id) if candidate_id else None
         if candidate is not None:
             first, last = candidate.first_name, candidate.last_name
-            address = candidate.email or ""
             values = candidate.custom_fields
         else:
             sample = sample_context(company.custom_fields)
             first, last, values = sample.first_name, sample.last_name, sample.fields
+        # A test may borrow a real candidate's values, never their inbox.
+        if message.is_test:
             address = message.test_address or ""
+        else:
+            address = candidate.email or "" if candidate is not None else ""
         token = links.sign_unsubscribe(
             self._settings.signing_secret.get_secret_value(),
             company.id,
@@ -247,23 +261,26 @@ class NurtureActivities:
 
     async def _deliver(self, prepared: _Prepared, call: SendTouchpoint | None) -> SendResult:
         try:
-            rendered = render_email(
+            rendered = await self._templates.render(
                 prepared.subject,
                 prepared.body,
                 prepared.format is Format.BRANDED,
                 prepared.context,
                 prepared.brand,
             )
-        except Exception as error:
-            # Saving checked the template; what still fails here will fail on every retry.
-            await self._finish(prepared.message_id, MessageState.FAILED, call, f"render: {error}")
+        except RenderError as error:
+            # Saving checked the template, but not with this recipient's values (nor under
+            # the limits of an older version): what fails here fails on every retry.
+            await self._finish(
+                prepared.message_id, MessageState.FAILED, call, f"render: {clause(str(error))}"
+            )
             return SendResult(SendOutcome.FAILED)
-        email = build_message(prepared.envelope, rendered)
 
         async def accepted() -> None:
             await self._last_check(prepared.message_id, call)
 
         try:
+            email = build_message(prepared.envelope, rendered)
             await self._mailer.send(
                 email,
                 prepared.envelope.sender_address,
@@ -354,6 +371,19 @@ class NurtureActivities:
             message.attempts += 1
             prepared = await self._prepare(session, message, message.candidate_id)
         return (await self._deliver(prepared, None)).outcome
+
+    @activity.defn(name="record_test_failure")
+    async def record_test_failure(self, message_id: int) -> SendOutcome:
+        """After a test send's last retry: failed, or unconfirmed if it was mid-DATA, so
+        that no test message stays `prepared` with nothing left to move it."""
+        async with self._sessions() as session, session.begin():
+            message = await session.get_one(Message, message_id)
+            if message.state is MessageState.PREPARED:
+                message.state = MessageState.FAILED
+                message.error = f"gave up after the last retry: {message.error}"
+            elif message.state is MessageState.SENDING:
+                message.state = MessageState.UNCONFIRMED
+            return _OUTCOME_OF[message.state]
 
     # -- bulk enrolment -------------------------------------------------------------------
 

@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 
+from activities.template_sandbox import TemplateSandbox
 from api import errors
 from api.deps import Clock
 from api.routers import campaigns, candidates, events, mailbox, recipients, unsubscribe
@@ -33,8 +35,11 @@ def create_app(
     temporal: Client | None = None,
     sessions: SessionFactory | None = None,
     clock: Clock = system_clock,
+    templates: TemplateSandbox | None = None,
 ) -> FastAPI:
-    """Tests pass their own Temporal client, sessions and clock; `make run` passes none."""
+    """Tests pass their own Temporal client, sessions, clock and template processes;
+    `make run` passes none."""
+    settings.check_for_service()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,13 +52,28 @@ def create_app(
         app.state.temporal = temporal or await Client.connect(
             settings.temporal_address, namespace=settings.temporal_namespace
         )
+        own_templates = None
+        if templates is None:
+            own_templates = TemplateSandbox(settings.render_processes)
+            await own_templates.start()
+        app.state.templates = templates or own_templates
         try:
             yield
         finally:
+            if own_templates is not None:
+                await own_templates.close()
             if engine is not None:
                 await engine.dispose()
 
-    app = FastAPI(title="nurture", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # /docs and /redoc load Swagger UI and Redoc from the installed package, not a CDN, so
+    # they work offline.
+    app = FastAPIOffline(
+        title="nurture",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        static_url="/docs-assets",
+    )
     app.state.settings = settings
     app.state.clock = clock
     errors.install(app)

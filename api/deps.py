@@ -1,4 +1,5 @@
-"""What a route depends on: a session, the caller (from an API key), Temporal, the clock."""
+"""What a route depends on: a session, the caller (from an API key), Temporal, the clock,
+the template processes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
 
+from activities.template_sandbox import TemplateSandbox
 from config import Settings
 from errors import AddOnDisabledError, AuthenticationError, PermissionDeniedError
 from store.companies import Caller, caller_for_key, get_company
@@ -102,3 +104,12 @@ UserDep = Annotated[Caller, Depends(_user)]
 WriterDep = Annotated[Caller, Depends(_writer)]
 ServiceDep = Annotated[Caller, Depends(_service)]
 CampaignAdminDep = Annotated[Company, Depends(_campaign_admin)]
+
+
+def _templates(request: Request) -> TemplateSandbox:
+    """The processes that check templates: never the API's event loop."""
+    templates: TemplateSandbox = request.app.state.templates
+    return templates
+
+
+TemplatesDep = Annotated[TemplateSandbox, Depends(_templates)]

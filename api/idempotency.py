@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Header
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -16,6 +17,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from errors import ConflictError, ValidationError
 from store.models import IdempotentRequest
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Yours, unique per request: a repeat answers what the first answered.",
+    ),
+]
 
 
 def fingerprint(method: str, path: str, body: BaseModel) -> str:

@@ -2,36 +2,50 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from fastapi import Path
+from fastapi import Path, Query
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    EmailStr,
     Field,
     PlainSerializer,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
+from activities.mail import UndeliverableAddressError, deliverable_address
+from activities.rendering import LIMITS
+from store.campaigns import MAX_INTERVAL, MIN_INTERVAL
 from store.enrolments import AddResult, RefusalReason
-from store.models import CampaignStatus, ExitOption, Format, RecipientStatus
+from store.models import CampaignStatus, ExitOption, Format, MessageState, RecipientStatus
+
+# What `_time_of_day` accepts, said again for the document: clients and generators read the
+# pattern, and a `format: time` would promise seconds and zones that are refused.
+TIME_OF_DAY_PATTERN = r"^([01]?[0-9]|2[0-3]):[0-5][0-9]$"
+
+
+def _digits(text: str, most: int, least: int = 1) -> bool:
+    return least <= len(text) <= most and text.isascii() and text.isdigit()
 
 
 def _time_of_day(value: Any) -> time:
-    """`HH:MM` from 00:00 to 23:59, or a sentence saying so."""
+    """`HH:MM` (or `H:MM`) from 00:00 to 23:59, or a sentence saying so."""
     if isinstance(value, time):
         return value
     if not isinstance(value, str):
         raise ValueError('a time of day is a string HH:MM, e.g. "09:30"')
     hours, sep, minutes = value.partition(":")
-    if not (sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+    if not (sep and _digits(hours, 2) and _digits(minutes, 2, 2)):
         raise ValueError(f"'{value}' is not a time of day: write HH:MM, e.g. 09:30")
-    if not (0 <= int(hours) <= 23 and 0 <= int(minutes) <= 59):
+    if not (int(hours) <= 23 and int(minutes) <= 59):
         raise ValueError(f"'{value}' is not a real time of day (00:00 to 23:59)")
     return time(int(hours), int(minutes))
 
@@ -40,8 +54,27 @@ TimeOfDay = Annotated[
     time,
     BeforeValidator(_time_of_day),
     PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
-    Field(examples=["09:00"]),
+    WithJsonSchema({"type": "string", "pattern": TIME_OF_DAY_PATTERN}),
+    Field(examples=["09:00"], description="A local time of day, HH:MM (00:00 to 23:59)"),
 ]
+
+# RFC 3339, as the document's `format: date-time` says: pydantic alone would also take a
+# number of seconds since 1970, a time without seconds, or a space for the "T". (A time
+# without its offset passes here for AwareDatetime to say what it lacks.)
+_RFC_3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+
+
+def _moment(value: Any) -> Any:
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC_3339.fullmatch(value)):
+        return value
+    raise ValueError(
+        f"{value!r} is not a date and time: write it as RFC 3339 says, e.g. 2026-01-15T10:00:00Z"
+    )
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_moment)]
 
 
 # Ids are 32-bit on PostgreSQL: a larger one is simply not found, never a 500.
@@ -49,17 +82,70 @@ MAX_ID = 2**31 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MAX_BULK = 5000
+# Every integer of a query is bounded, so none can overflow the database's 64-bit ones.
+Limit = Annotated[int, Query(ge=1, le=1000, description="How many rows at most (1 to 1,000)")]
+Offset = Annotated[int, Query(ge=0, le=MAX_ID, description="How many rows to skip")]
+
+
+def _address(value: str) -> str:
+    try:
+        return deliverable_address(value)
+    except UndeliverableAddressError as error:
+        raise ValueError(str(error)) from None
+
+
+Address = Annotated[
+    str,
+    AfterValidator(_address),
+    WithJsonSchema({"type": "string", "format": "email", "maxLength": 254}),
+    Field(
+        description="An ASCII local part; an internationalized domain is kept in its "
+        "IDNA (punycode) form",
+        examples=["grace@example.org"],
+    ),
+]
+# Custom-field values fill templates: bounded here, and again when a template renders.
+MAX_FIELD_VALUE = LIMITS.field_value_chars
+FieldValue = Annotated[str, Field(max_length=MAX_FIELD_VALUE)]
+
+
+def _nul_in(value: Any, where: str) -> str | None:
+    """Where a NUL character hides in a request's text, if anywhere."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, BaseModel):
+        items: Any = ((f"{where}.{k}", v) for k, v in value)
+    elif isinstance(value, dict):
+        items = ((f"{where}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}.{n}", v) for n, v in enumerate(value))
+    else:
+        return None
+    return next((found for w, v in items if (found := _nul_in(v, w)) is not None), None)
 
 
 class Strict(BaseModel):
+    """A request body: no field we do not know, and no NUL character in any text (PostgreSQL
+    cannot store one, and no name, template or address has a use for it)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="after")
+    def _no_nul_character(self) -> Self:
+        for name, value in self:
+            where = _nul_in(value, name)
+            if where is not None:
+                raise ValueError(
+                    f"{where} contains a NUL character (\\u0000), which no text may hold"
+                )
+        return self
 
 
 # -- candidates ---------------------------------------------------------------------------
 
 
 class Consent(Strict):
-    given_at: AwareDatetime
+    given_at: Moment
     method: str = Field(min_length=1, max_length=200, examples=["web form opt-in"])
     source: str = Field(min_length=1, max_length=200, examples=["careers site"])
 
@@ -67,19 +153,21 @@ class Consent(Strict):
 class CandidateCreate(Strict):
     first_name: str = Field(min_length=1, max_length=200)
     last_name: str = Field(default="", max_length=200)
-    email: EmailStr | None = None
-    custom_fields: dict[str, str] = Field(default_factory=dict)
+    email: Address | None = None
+    custom_fields: dict[str, FieldValue] = Field(default_factory=dict)
     consent: Consent | None = None
 
 
 class CandidateUpdate(Strict):
     """Only the fields sent change; `email: null` removes the address."""
 
-    first_name: str | None = Field(default=None, min_length=1, max_length=200)
-    last_name: str | None = Field(default=None, max_length=200)
-    email: EmailStr | None = None
-    custom_fields: dict[str, str] | None = None
-    consent: Consent | None = None
+    # None stands for "not sent": only `email` may be sent as null, so only its schema
+    # says null.
+    first_name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
+    last_name: Annotated[str, Field(max_length=200)] | SkipJsonSchema[None] = None
+    email: Address | None = None
+    custom_fields: dict[str, FieldValue] | SkipJsonSchema[None] = None
+    consent: Consent | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _no_null_where_a_value_is_required(self) -> CandidateUpdate:
@@ -109,13 +197,19 @@ class CandidatePage(BaseModel):
 
 
 class TouchpointIn(Strict):
-    subject: str = Field(min_length=1, max_length=998, examples=["{{ first_name }}, news from us"])
-    body: str = Field(min_length=1, examples=["Hello {{ first_name }},\n\n..."])
+    subject: str = Field(
+        min_length=1, max_length=LIMITS.subject_chars, examples=["{{ first_name }}, news from us"]
+    )
+    body: str = Field(
+        min_length=1, max_length=LIMITS.body_chars, examples=["Hello {{ first_name }},\n\n..."]
+    )
     format: Format = Format.PLAIN
     sender_user_id: Id
     send_time: TimeOfDay
     interval_days: int | None = Field(
         default=None,
+        ge=MIN_INTERVAL,
+        le=MAX_INTERVAL,
         description="Whole days after the previous touchpoint (1 to 100, default 1); "
         "the first touchpoint has none.",
     )
@@ -164,7 +258,7 @@ class CampaignSummary(BaseModel):
 
 
 class CampaignTest(Strict):
-    recipients: list[EmailStr] = Field(min_length=1, max_length=20)
+    recipients: list[Address] = Field(min_length=1, max_length=20)
     candidate_id: Id | None = Field(
         default=None, description="Fill the variables from this candidate instead of samples."
     )
@@ -172,8 +266,9 @@ class CampaignTest(Strict):
 
 class TestSendOut(BaseModel):
     touchpoint: int
-    to: str
-    outcome: str
+    to: str = Field(description="The address the message was sent to: a test address only")
+    outcome: MessageState
+    error: str | None = Field(default=None, description="Why it was not sent, when it was not")
 
 
 class CampaignTestOut(BaseModel):
@@ -227,8 +322,14 @@ class RecipientOut(BaseModel):
     entered_at: datetime
     left_at: datetime | None
     next_touchpoint: int | None = Field(description="1 for the first touchpoint")
-    next_send_at: datetime | None = Field(description="UTC")
+    next_send_at: datetime | None = Field(description="UTC; none while paused")
     next_send_at_local: str | None = Field(description="In the company's time zone")
+    paused_at: datetime | None = Field(default=None, description="When paused, if paused")
+    remaining_wait_seconds: int | None = Field(
+        default=None,
+        description="While paused: the wait left before the next touchpoint, which goes "
+        "on from the resume and then snaps to the touchpoint's send time",
+    )
     time_zone: str
 
 
@@ -249,11 +350,14 @@ class EventType(StrEnum):
 
 class EventIn(Strict):
     id: str | None = Field(
-        default=None, max_length=200, description="Yours; or send an Idempotency-Key header."
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Yours; or send an Idempotency-Key header.",
     )
     type: EventType
     candidate_id: Id
-    occurred_at: AwareDatetime | None = None
+    occurred_at: Moment | None = None
 
 
 class EventOut(BaseModel):

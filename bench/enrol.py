@@ -511,6 +511,7 @@ def child_env(
     env.update(
         NURTURE_TEMPORAL_ADDRESS=temporal,
         NURTURE_TEMPORAL_NAMESPACE="default",
+        NURTURE_ENVIRONMENT="development",
         DATABASE_URL=database_url,
         NURTURE_DATABASE_URL=database_url,
         NURTURE_SMTP_HOST="127.0.0.1",

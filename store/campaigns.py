@@ -6,12 +6,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.rendering import check_template
+from activities.template_sandbox import TemplateSandbox
 from errors import ConflictError, NotFoundError, ValidationError
-from store.models import Campaign, CampaignStatus, Company, Format, Touchpoint, User
+from store.models import (
+    Campaign,
+    CampaignStatus,
+    Company,
+    Format,
+    Message,
+    MessageState,
+    Touchpoint,
+    User,
+)
 from workflows.contracts import NurturePlan, TouchpointPlan
 
 MIN_INTERVAL, MAX_INTERVAL = 1, 100
@@ -31,10 +40,14 @@ class TouchpointSpec:
 
 
 async def check_touchpoints(
-    session: AsyncSession, company: Company, specs: Sequence[TouchpointSpec]
+    session: AsyncSession,
+    company: Company,
+    specs: Sequence[TouchpointSpec],
+    templates: TemplateSandbox,
 ) -> None:
     """Every rule a touchpoint must meet before it can be saved; raises naming the first
-    that fails, with the touchpoint's number as an admin counts them (from 1)."""
+    that fails, with the touchpoint's number as an admin counts them (from 1). Templates
+    are checked in `templates`' processes, never on the caller's event loop."""
     if not specs:
         raise ValidationError("A campaign needs at least one touchpoint.")
     senders = set(await session.scalars(select(User.id).where(User.company_id == company.id)))
@@ -59,8 +72,8 @@ async def check_touchpoints(
             raise ValidationError(
                 f"The sender of {where} (user {spec.sender_user_id}) is not a user of this company."
             )
-        check_template(spec.subject, f"subject of {where}", company.custom_fields)
-        check_template(spec.body, f"body of {where}", company.custom_fields)
+        await templates.check(spec.subject, "subject", where, company.custom_fields)
+        await templates.check(spec.body, "body", where, company.custom_fields)
 
 
 def _rows(company_id: int, campaign_id: int, specs: Sequence[TouchpointSpec]) -> list[Touchpoint]:
@@ -91,8 +104,9 @@ async def create_campaign(
     description: str,
     exit_options: list[str],
     touchpoints: Sequence[TouchpointSpec],
+    templates: TemplateSandbox,
 ) -> Campaign:
-    await check_touchpoints(session, company, touchpoints)
+    await check_touchpoints(session, company, touchpoints, templates)
     campaign = Campaign(
         company_id=company.id, name=name, description=description, exit_options=exit_options
     )
@@ -112,6 +126,7 @@ async def edit_campaign(
     description: str | None,
     exit_options: list[str] | None,
     touchpoints: Sequence[TouchpointSpec] | None,
+    templates: TemplateSandbox,
 ) -> Campaign:
     campaign = await get_campaign(session, company.id, campaign_id, for_update=True)
     if campaign.status is not CampaignStatus.DRAFT:
@@ -127,7 +142,7 @@ async def edit_campaign(
                 "fixed when it was saved. Only its name and description can change."
             )
     if touchpoints is not None:
-        await check_touchpoints(session, company, touchpoints)
+        await check_touchpoints(session, company, touchpoints, templates)
         await session.execute(delete(Touchpoint).where(Touchpoint.campaign_id == campaign.id))
         session.add_all(_rows(company.id, campaign.id, touchpoints))
     if name is not None:
@@ -141,13 +156,17 @@ async def edit_campaign(
 
 
 async def save_campaign(
-    session: AsyncSession, company: Company, campaign_id: int, now: datetime
+    session: AsyncSession,
+    company: Company,
+    campaign_id: int,
+    now: datetime,
+    templates: TemplateSandbox,
 ) -> Campaign:
     campaign = await get_campaign(session, company.id, campaign_id, for_update=True)
     if campaign.status is not CampaignStatus.DRAFT:
         raise ConflictError(f"Campaign {campaign_id} is already saved ({campaign.status.value}).")
     touchpoints = await list_touchpoints(session, campaign.id)
-    await check_touchpoints(session, company, [spec_of(t) for t in touchpoints])
+    await check_touchpoints(session, company, [spec_of(t) for t in touchpoints], templates)
     campaign.status = CampaignStatus.ACTIVE
     campaign.saved_at = now
     await session.flush()
@@ -214,4 +233,31 @@ def plan_of(company: Company, campaign: Campaign, touchpoints: Sequence[Touchpoi
         ),
         time_zone=company.time_zone,
         exit_options=tuple(sorted(campaign.exit_options)),
+    )
+
+
+async def test_messages(session: AsyncSession, message_ids: Sequence[int]) -> Sequence[Message]:
+    """A test's messages as they ended, in the order they were written."""
+    rows = await session.scalars(
+        select(Message)
+        .where(Message.id.in_(message_ids), Message.is_test)
+        .order_by(Message.id)
+        .execution_options(populate_existing=True)
+    )
+    return rows.all()
+
+
+async def abandon_test_messages(
+    session: AsyncSession, message_ids: Sequence[int], reason: str
+) -> None:
+    """A test whose workflow did not finish: what it did not reach is failed, not left
+    `prepared` with nothing to move it."""
+    await session.execute(
+        update(Message)
+        .where(
+            Message.id.in_(message_ids),
+            Message.is_test,
+            Message.state == MessageState.PREPARED,
+        )
+        .values(state=MessageState.FAILED, error=reason)
     )

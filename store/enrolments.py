@@ -299,6 +299,7 @@ class RecipientRow:
     left_at: datetime | None
     next_position: int | None
     next_send_at: datetime | None
+    paused_at: datetime | None
 
 
 async def list_recipients(
@@ -333,6 +334,7 @@ async def list_recipients(
             left_at=e.left_at,
             next_position=e.next_position,
             next_send_at=e.next_send_at,
+            paused_at=e.paused_at,
         )
         for e, first, last in rows
     ], total or 0

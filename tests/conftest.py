@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -32,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.mail import Mailer
 from activities.nurture import NurtureActivities
+from activities.template_sandbox import TemplateSandbox
 from api.app import create_app
 from config import Settings
 from store.companies import create_company, create_user, issue_api_key
@@ -92,7 +94,9 @@ async def register_search_attributes(client: Client) -> None:
 @pytest.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     environment = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=_binary("temporal-test-server")
+        test_server_existing_path=_binary("temporal-test-server"),
+        # The default 5 s is too short for the JVM on a loaded 2-core machine.
+        test_server_startup_timeout=timedelta(seconds=60),
     )
     await register_search_attributes(environment.client)
     yield environment
@@ -167,6 +171,17 @@ class Inbox:
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
 
+    # When set, the peer refuses every recipient with this reply (e.g. a 5xx).
+    refuse_with: str | None = None
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.refuse_with is not None:
+            return self.refuse_with
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         data = envelope.original_content or envelope.content
         self.raw.append(data)
@@ -221,12 +236,20 @@ def settings(database_url: str, inbox: tuple[Inbox, int]) -> Settings:
         task_queue=f"nurture-{uuid.uuid4().hex[:8]}",
         public_base_url="https://nurture.test",
         mail_domain="nurture.test",
+        environment="development",
     )
 
 
 @pytest.fixture
 def mailer(settings: Settings) -> Mailer:
     return Mailer(settings)
+
+
+@pytest.fixture(scope="session")
+async def templates() -> AsyncIterator[TemplateSandbox]:
+    """The template processes, started once: the API and every worker of the run share them."""
+    async with TemplateSandbox(2) as sandbox:
+        yield sandbox
 
 
 @dataclass(frozen=True)
@@ -294,15 +317,22 @@ async def api(
     settings: Settings,
     sessions: SessionFactory,
     mailer: Mailer,
+    templates: TemplateSandbox,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API over HTTP (ASGI), on the test server's clock, with a worker polling its task
     queue (unless the test is marked `own_worker`: it runs its own). Afterwards, every
     recipient's workflow of this test is ended, so the next test starts on a quiet server:
     the time-skipping server cannot skip past a task that nobody polls."""
-    app = create_app(settings, temporal=env.client, sessions=sessions, clock=env.get_current_time)
+    app = create_app(
+        settings,
+        temporal=env.client,
+        sessions=sessions,
+        clock=env.get_current_time,
+        templates=templates,
+    )
     async with AsyncExitStack() as stack:
         if request.node.get_closest_marker("own_worker") is None:
-            activities = NurtureActivities(sessions, mailer, settings, env.client)
+            activities = NurtureActivities(sessions, mailer, settings, env.client, templates)
             await stack.enter_async_context(build_worker(env.client, settings, activities))
         await stack.enter_async_context(app.router.lifespan_context(app))
         yield await stack.enter_async_context(

@@ -7,9 +7,12 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.contracts import CampaignTestInput, SendOutcome
+
+TEST_SEND_ATTEMPTS = 3
 
 
 @workflow.defn(name="CampaignTestWorkflow")
@@ -19,17 +22,27 @@ class CampaignTestWorkflow:
         workflow.set_current_details(
             f"sends {len(input.message_ids)} test e-mails of campaign {input.campaign_id}"
         )
-        return list(
-            await asyncio.gather(
-                *(
-                    workflow.execute_activity(
-                        "send_test_message",
-                        message_id,
-                        result_type=SendOutcome,
-                        start_to_close_timeout=timedelta(minutes=1),
-                        retry_policy=RetryPolicy(maximum_attempts=3),
-                    )
-                    for message_id in input.message_ids
-                )
+        return list(await asyncio.gather(*(self._send(m) for m in input.message_ids)))
+
+    async def _send(self, message_id: int) -> SendOutcome:
+        try:
+            outcome: SendOutcome = await workflow.execute_activity(
+                "send_test_message",
+                message_id,
+                result_type=SendOutcome,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RetryPolicy(maximum_attempts=TEST_SEND_ATTEMPTS),
             )
+            return outcome
+        except ActivityError:
+            # Before this patch a failed test send failed the workflow and left its message
+            # `prepared` for good; now the store records how it ended.
+            if not workflow.patched("record-test-failure"):
+                raise
+        ended: SendOutcome = await workflow.execute_activity(
+            "record_test_failure",
+            message_id,
+            result_type=SendOutcome,
+            start_to_close_timeout=timedelta(seconds=30),
         )
+        return ended

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import time
+from datetime import time, timedelta
 
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.mail import message_id_for
-from api.deps import CampaignAdminDep, NowDep, SessionDep, SettingsDep, TemporalDep
+from api.deps import (
+    CampaignAdminDep,
+    NowDep,
+    SessionDep,
+    SettingsDep,
+    TemplatesDep,
+    TemporalDep,
+)
+from api.errors import answers
 from api.schemas import (
     CampaignCreate,
     CampaignOut,
@@ -30,7 +38,7 @@ from store.models import Campaign, Company, ExitOption, Message, MessageState, T
 from workflows.campaign_test import CampaignTestWorkflow
 from workflows.contracts import CampaignTestInput
 
-router = APIRouter(prefix="/campaigns", tags=["campaigns"])
+router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=answers(401, 403))
 
 
 def _specs(touchpoints: Sequence[TouchpointIn]) -> list[store.TouchpointSpec]:
@@ -77,9 +85,9 @@ async def campaign_out(session: AsyncSession, company: Company, campaign: Campai
     )
 
 
-@router.post("", status_code=201, response_model=CampaignOut)
+@router.post("", status_code=201, response_model=CampaignOut, responses=answers(422))
 async def create_campaign(
-    body: CampaignCreate, company: CampaignAdminDep, session: SessionDep
+    body: CampaignCreate, company: CampaignAdminDep, session: SessionDep, templates: TemplatesDep
 ) -> CampaignOut:
     async with session.begin():
         campaign = await store.create_campaign(
@@ -89,6 +97,7 @@ async def create_campaign(
             description=body.description,
             exit_options=sorted(o.value for o in body.exit_options),
             touchpoints=_specs(body.touchpoints),
+            templates=templates,
         )
         return await campaign_out(session, company, campaign)
 
@@ -110,7 +119,7 @@ async def list_campaigns(company: CampaignAdminDep, session: SessionDep) -> list
     ]
 
 
-@router.get("/{campaign_id}", response_model=CampaignOut)
+@router.get("/{campaign_id}", response_model=CampaignOut, responses=answers(404, 422))
 async def get_campaign(
     campaign_id: PathId, company: CampaignAdminDep, session: SessionDep
 ) -> CampaignOut:
@@ -119,9 +128,13 @@ async def get_campaign(
         return await campaign_out(session, company, campaign)
 
 
-@router.patch("/{campaign_id}", response_model=CampaignOut)
+@router.patch("/{campaign_id}", response_model=CampaignOut, responses=answers(404, 409, 422))
 async def edit_campaign(
-    campaign_id: PathId, body: CampaignUpdate, company: CampaignAdminDep, session: SessionDep
+    campaign_id: PathId,
+    body: CampaignUpdate,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    templates: TemplatesDep,
 ) -> CampaignOut:
     """A draft changes freely; a saved campaign only its name and description (409)."""
     async with session.begin():
@@ -137,21 +150,28 @@ async def edit_campaign(
                 else None
             ),
             touchpoints=_specs(body.touchpoints) if body.touchpoints is not None else None,
+            templates=templates,
         )
         return await campaign_out(session, company, campaign)
 
 
-@router.post("/{campaign_id}/save", response_model=CampaignOut)
+@router.post("/{campaign_id}/save", response_model=CampaignOut, responses=answers(404, 409, 422))
 async def save_campaign(
-    campaign_id: PathId, company: CampaignAdminDep, session: SessionDep, now: NowDep
+    campaign_id: PathId,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    now: NowDep,
+    templates: TemplatesDep,
 ) -> CampaignOut:
     """Saving activates the campaign; its touchpoints and intervals are fixed from here on."""
     async with session.begin():
-        campaign = await store.save_campaign(session, company, campaign_id, now)
+        campaign = await store.save_campaign(session, company, campaign_id, now, templates)
         return await campaign_out(session, company, campaign)
 
 
-@router.post("/{campaign_id}/test", response_model=CampaignTestOut)
+@router.post(
+    "/{campaign_id}/test", response_model=CampaignTestOut, responses=answers(404, 422, 503)
+)
 async def test_campaign(
     campaign_id: PathId,
     body: CampaignTest,
@@ -159,13 +179,16 @@ async def test_campaign(
     session: SessionDep,
     temporal: TemporalDep,
     settings: SettingsDep,
+    templates: TemplatesDep,
 ) -> CampaignTestOut:
     """Every touchpoint at once, with no intervals, to each test recipient; marked as tests
     and counted in no statistic."""
     async with session.begin():
         campaign = await store.get_campaign(session, company.id, campaign_id)
         touchpoints = await store.list_touchpoints(session, campaign.id)
-        await store.check_touchpoints(session, company, [store.spec_of(t) for t in touchpoints])
+        await store.check_touchpoints(
+            session, company, [store.spec_of(t) for t in touchpoints], templates
+        )
         if body.candidate_id is not None:
             await get_candidate(session, company.id, body.candidate_id)
         run = uuid.uuid4().hex[:12]
@@ -189,21 +212,35 @@ async def test_campaign(
         session.add_all(messages)
     workflow_id = f"campaign-test/{campaign.id}/{run}"
     try:
-        outcomes = await temporal.execute_workflow(
+        await temporal.execute_workflow(
             CampaignTestWorkflow.run,
             CampaignTestInput(campaign_id=campaign.id, message_ids=tuple(m.id for m in messages)),
             id=workflow_id,
             task_queue=settings.task_queue,
             static_summary=f"Test of campaign {campaign.id} “{campaign.name}”",
+            execution_timeout=timedelta(seconds=settings.test_send_timeout_seconds),
         )
     except Exception as error:
+        # Nothing will move a test message the workflow did not reach: say how it ended.
+        async with session.begin():
+            await store.abandon_test_messages(
+                session, [m.id for m in messages], f"not sent: {type(error).__name__}"
+            )
         raise UnavailableError(
-            f"The test could not be sent ({type(error).__name__}); try again."
+            f"The test could not be sent ({type(error).__name__}): no test message went out "
+            "that is not listed as sent; try again."
         ) from error
+    async with session.begin():
+        ended = await store.test_messages(session, [m.id for m in messages])
     return CampaignTestOut(
         workflow_id=workflow_id,
         sends=[
-            TestSendOut(touchpoint=m.position + 1, to=m.test_address or "", outcome=o.value)
-            for m, o in zip(messages, outcomes, strict=True)
+            TestSendOut(
+                touchpoint=m.position + 1,
+                to=m.test_address or "",
+                outcome=m.state.value,
+                error=m.error if m.state is not MessageState.SENT else None,
+            )
+            for m in ended
         ],
     )

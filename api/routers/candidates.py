@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import SessionDep, UserDep, WriterDep
-from api.idempotency import fingerprint, once
+from api.errors import answers
+from api.idempotency import IdempotencyKey, fingerprint, once
 from api.schemas import (
     CandidateCreate,
     CandidateOut,
     CandidatePage,
     CandidateUpdate,
     Consent,
+    Limit,
+    Offset,
     PathId,
 )
 from store import candidates as store
 from store.companies import get_company
 from store.models import Candidate
 
-router = APIRouter(prefix="/candidates", tags=["candidates"])
-
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+router = APIRouter(prefix="/candidates", tags=["candidates"], responses=answers(401, 403, 422))
 
 
 def candidate_out(candidate: Candidate) -> CandidateOut:
@@ -55,7 +56,8 @@ def _values(body: CandidateCreate | CandidateUpdate) -> dict[str, Any]:
     return values
 
 
-@router.post("", status_code=201, response_model=CandidateOut)
+# 409: a request with the same Idempotency-Key is still being processed.
+@router.post("", status_code=201, response_model=CandidateOut, responses=answers(409))
 async def create_candidate(
     body: CandidateCreate,
     request: Request,
@@ -71,7 +73,7 @@ async def create_candidate(
     return await once(session, caller.company_id, idempotency_key, print_, 201, produce)
 
 
-@router.patch("/{candidate_id}", response_model=CandidateOut)
+@router.patch("/{candidate_id}", response_model=CandidateOut, responses=answers(404, 409))
 async def update_candidate(
     candidate_id: PathId,
     body: CandidateUpdate,
@@ -93,8 +95,8 @@ async def update_candidate(
 async def list_candidates(
     caller: UserDep,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> CandidatePage:
     rows, total = await store.list_candidates(
         session, caller.company_id, limit=limit, offset=offset
@@ -102,6 +104,6 @@ async def list_candidates(
     return CandidatePage(total=total, items=[candidate_out(c) for c in rows])
 
 
-@router.get("/{candidate_id}", response_model=CandidateOut)
+@router.get("/{candidate_id}", response_model=CandidateOut, responses=answers(404))
 async def get_candidate(candidate_id: PathId, caller: UserDep, session: SessionDep) -> CandidateOut:
     return candidate_out(await store.get_candidate(session, caller.company_id, candidate_id))

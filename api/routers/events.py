@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client
@@ -13,6 +12,8 @@ from temporalio.service import RPCError
 
 import orchestration
 from api.deps import NowDep, ServiceDep, SessionDep, TemporalDep
+from api.errors import answers
+from api.idempotency import IdempotencyKey
 from api.schemas import EventIn, EventOut, EventType
 from errors import ConflictError, UnavailableError, ValidationError
 from store import candidates as candidate_store
@@ -20,7 +21,7 @@ from store import enrolments as enrolment_store
 from store import events as store
 from workflows.contracts import ExitReason
 
-router = APIRouter(prefix="/events", tags=["events"])
+router = APIRouter(prefix="/events", tags=["events"], responses=answers(401, 403, 422))
 
 
 async def end_campaigns(
@@ -49,14 +50,14 @@ async def tell_exits(
         ) from error
 
 
-@router.post("", response_model=EventOut)
+@router.post("", response_model=EventOut, responses=answers(404, 409, 503))
 async def receive_event(
     body: EventIn,
     caller: ServiceDep,
     session: SessionDep,
     temporal: TemporalDep,
     now: NowDep,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> EventOut:
     """Records the event once, ends the candidate's campaigns whose exit options say so
     (unsubscribed ends every campaign of the company), then tells their workflows. A repeat

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from email import message_from_binary_file, policy
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter
+from fastapi import Path as PathParam
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import SettingsDep
+from api.errors import answers
 from errors import NotFoundError
 
-router = APIRouter(prefix="/mailbox", tags=["mailbox (local sink)"])
+# 404 when no sink is configured: production has none.
+router = APIRouter(prefix="/mailbox", tags=["mailbox (local sink)"], responses=answers(404))
 
 
 class MailboxEntry(BaseModel):
@@ -52,10 +56,17 @@ async def list_mailbox(settings: SettingsDep) -> list[MailboxEntry]:
     return entries
 
 
-@router.get("/{file}", response_class=PlainTextResponse)
-async def read_message(file: str, settings: SettingsDep) -> PlainTextResponse:
+# The sink names its files by arrival (about 30 characters); a file system refuses past 255.
+FileName = Annotated[str, PathParam(max_length=255, description="A file name from GET /mailbox")]
+
+
+@router.get("/{file}", response_class=PlainTextResponse, responses=answers(422))
+async def read_message(file: FileName, settings: SettingsDep) -> PlainTextResponse:
     folder = _folder(settings.mail_sink_dir)
     path = folder / Path(file).name
-    if path.suffix != ".eml" or not path.is_file():
-        raise NotFoundError(f"No message '{file}' in the mail sink.")
-    return PlainTextResponse(path.read_text(errors="replace"))
+    try:
+        if path.suffix == ".eml" and path.is_file():
+            return PlainTextResponse(path.read_text(errors="replace"))
+    except (OSError, ValueError):  # too long for the file system, or a NUL in it
+        pass
+    raise NotFoundError(f"No message '{file}' in the mail sink.")

@@ -3,35 +3,41 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from sqlalchemy import func, select
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 import orchestration
 from api.deps import CampaignAdminDep, NowDep, SessionDep, SettingsDep, TemporalDep
+from api.errors import answers
 from api.schemas import (
     AddOut,
     BatchOut,
     BulkAddOut,
+    Limit,
+    Offset,
     PathId,
     RecipientAdd,
     RecipientOut,
     RecipientPage,
     RecipientsAdd,
 )
-from errors import ConflictError, NotFoundError, UnavailableError
+from errors import ConflictError, NotFoundError, UnavailableError, clause
 from store import campaigns as campaign_store
 from store import enrolments as store
 from store.enrolments import AddResult, AddVerdict, RefusalReason
-from store.models import Company, Enrolment, EnrolmentBatch
+from store.models import Company, Enrolment, EnrolmentBatch, RecipientStatus
 from workflows.contracts import EnrolmentBatchInput, ExitReason
 from workflows.enrolment_batch import EnrolmentBatchWorkflow
 
-router = APIRouter(prefix="/campaigns/{campaign_id}/recipients", tags=["recipients"])
+router = APIRouter(
+    prefix="/campaigns/{campaign_id}/recipients",
+    tags=["recipients"],
+    responses=answers(401, 403, 404, 422),
+)
 
 
 def _out(verdict: AddVerdict) -> AddOut:
@@ -55,7 +61,15 @@ async def _tell(signal: Awaitable[object], what: str) -> None:
         ) from error
 
 
-@router.post("", response_model=AddOut, status_code=201)
+@router.post(
+    "",
+    response_model=AddOut,
+    status_code=201,
+    responses={
+        200: {"model": AddOut, "description": "Already in the campaign: nothing changed"},
+        **answers(409, 503),
+    },
+)
 async def add_recipient(
     campaign_id: PathId,
     body: RecipientAdd,
@@ -78,7 +92,9 @@ async def add_recipient(
         if verdict.reason is RefusalReason.NOT_FOUND:
             raise NotFoundError(f"Candidate {body.candidate_id} does not exist.")
         if verdict.result is AddResult.REFUSED:
-            raise ConflictError(f"Candidate {body.candidate_id} cannot be added: {verdict.detail}")
+            raise ConflictError(
+                f"Candidate {body.candidate_id} cannot be added: {clause(verdict.detail or '')}."
+            )
         if verdict.result is AddResult.ALREADY_ACTIVE:
             response.status_code = 200
             return _out(verdict)
@@ -101,7 +117,7 @@ async def add_recipient(
     return _out(verdict)
 
 
-@router.post("/bulk", response_model=BulkAddOut, status_code=202)
+@router.post("/bulk", response_model=BulkAddOut, status_code=202, responses=answers(409, 503))
 async def add_recipients(
     campaign_id: PathId,
     body: RecipientsAdd,
@@ -187,8 +203,8 @@ async def list_recipients(
     campaign_id: PathId,
     company: CampaignAdminDep,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> RecipientPage:
     """Each recipient's status, next touchpoint and when it goes out (UTC and local)."""
     async with session.begin():
@@ -201,6 +217,12 @@ async def list_recipients(
 
 def _recipient(company: Company, row: store.RecipientRow) -> RecipientOut:
     zone = ZoneInfo(company.time_zone)
+    due, remaining = row.next_send_at, None
+    if row.status is RecipientStatus.PAUSED:
+        # Nothing goes out while paused: what is left is a wait, not a date.
+        if due is not None and row.paused_at is not None:
+            remaining = max(0, int((due - row.paused_at).total_seconds()))
+        due = None
     return RecipientOut(
         candidate_id=row.candidate_id,
         name=f"{row.first_name} {row.last_name}".strip(),
@@ -209,10 +231,10 @@ def _recipient(company: Company, row: store.RecipientRow) -> RecipientOut:
         entered_at=row.entered_at,
         left_at=row.left_at,
         next_touchpoint=row.next_position + 1 if row.next_position is not None else None,
-        next_send_at=row.next_send_at,
-        next_send_at_local=row.next_send_at.astimezone(zone).isoformat()
-        if row.next_send_at
-        else None,
+        next_send_at=due,
+        next_send_at_local=due.astimezone(zone).isoformat() if due else None,
+        paused_at=row.paused_at if row.status is RecipientStatus.PAUSED else None,
+        remaining_wait_seconds=remaining,
         time_zone=company.time_zone,
     )
 
@@ -244,7 +266,9 @@ async def _change(
     return out
 
 
-@router.post("/{candidate_id}/pause", response_model=RecipientOut)
+# `:int` in the paths: `bulk` and `batches` are never read as a candidate id, so that a
+# wrong method on them answers 405, not 422.
+@router.post("/{candidate_id:int}/pause", response_model=RecipientOut, responses=answers(409, 503))
 async def pause_recipient(
     campaign_id: PathId,
     candidate_id: PathId,
@@ -265,7 +289,7 @@ async def pause_recipient(
     )
 
 
-@router.post("/{candidate_id}/resume", response_model=RecipientOut)
+@router.post("/{candidate_id:int}/resume", response_model=RecipientOut, responses=answers(409, 503))
 async def resume_recipient(
     campaign_id: PathId,
     candidate_id: PathId,
@@ -286,7 +310,7 @@ async def resume_recipient(
     )
 
 
-@router.delete("/{candidate_id}", response_model=RecipientOut)
+@router.delete("/{candidate_id:int}", response_model=RecipientOut, responses=answers(409, 503))
 async def remove_recipient(
     campaign_id: PathId,
     candidate_id: PathId,

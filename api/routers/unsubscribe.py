@@ -4,12 +4,14 @@ only shows what will happen and asks to confirm, since mail scanners follow link
 from __future__ import annotations
 
 from html import escape
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
 from activities import links
 from api.deps import NowDep, SessionDep, SettingsDep, TemporalDep
+from api.errors import answers
 from api.routers.events import end_campaigns, tell_exits
 from store.candidates import get_candidate
 from store.companies import get_company
@@ -28,13 +30,22 @@ def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(_PAGE.format(title=escape(title), body=body), status_code=status)
 
 
+# A person's browser shows these pages; an erased record (404) or Temporal (503) answer
+# JSON, like every other route.
+_NOT_VALID: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "The link is not valid (altered or cut short): a page saying so",
+        "content": {"text/html": {"schema": {"type": "string"}}},
+    }
+}
+
 _INVALID = (
     "This unsubscribe link is not valid",
     "<p>It may have been altered. Use the link from the e-mail itself.</p>",
 )
 
 
-@router.get("/{token}", response_class=HTMLResponse)
+@router.get("/{token}", response_class=HTMLResponse, responses={**_NOT_VALID, **answers(404)})
 async def confirm_page(token: str, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     secret = settings.signing_secret.get_secret_value()
     signed = links.verify_unsubscribe(secret, token)
@@ -54,7 +65,7 @@ async def confirm_page(token: str, session: SessionDep, settings: SettingsDep) -
     )
 
 
-@router.post("/{token}", response_class=HTMLResponse)
+@router.post("/{token}", response_class=HTMLResponse, responses={**_NOT_VALID, **answers(404, 503)})
 async def unsubscribe(
     token: str, session: SessionDep, settings: SettingsDep, temporal: TemporalDep, now: NowDep
 ) -> HTMLResponse:

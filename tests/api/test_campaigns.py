@@ -7,8 +7,12 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
+from temporalio.client import Client
 
-from store.models import Message
+from activities.template_sandbox import TemplateSandbox
+from api.app import create_app
+from config import Settings
+from store.models import Message, MessageState
 from store.session import SessionFactory
 from tests.builders import add_candidate, saved_campaign, touchpoint
 from tests.conftest import Inbox, Tenant, make_tenant
@@ -87,8 +91,8 @@ async def test_saving_activates_and_freezes_the_plan(
 @pytest.mark.parametrize(
     ("change", "says"),
     [
-        ({"interval_days": 0}, "interval before touchpoint 2 is 0 days"),
-        ({"interval_days": 101}, "from 1 to 100"),
+        ({"interval_days": 0}, "touchpoints.1.interval_days: input should be greater than or"),
+        ({"interval_days": 101}, "less than or equal to 100"),
         ({"subject": "Hello\nBcc: x@example.org"}, "subject of touchpoint 2 contains a line break"),
         ({"subject": "Hi {{ nickname }}"}, "unknown variable 'nickname'"),
         ({"body": "Your {{ fields.salary }}"}, "unknown custom field 'fields.salary'"),
@@ -103,6 +107,7 @@ async def test_saving_activates_and_freezes_the_plan(
             "sender of touchpoint 2 (user 999) is not a user of this company",
         ),
         ({"format": "fancy"}, "touchpoints.1.format"),
+        ({"body": "Hello\x00"}, "touchpoints.1: body contains a NUL character"),
     ],
 )
 async def test_an_invalid_touchpoint_is_refused_naming_what_is_wrong(
@@ -228,3 +233,81 @@ async def test_a_test_needs_valid_recipients(
         )
     assert response.status_code == 422
     assert "recipients.0" in response.json()["detail"]
+
+
+async def test_a_test_reaches_only_the_test_addresses_whatever_candidate_lends_its_values(
+    api: httpx.AsyncClient, tenant: Tenant, inbox: tuple[Inbox, int]
+) -> None:
+    mail, _ = inbox
+    consented = await add_candidate(api, tenant, first_name="Grace", email="grace@example.org")
+    no_consent = await add_candidate(
+        api, tenant, first_name="Hedy", email="hedy@example.org", consent=False
+    )
+    leaving = await add_candidate(api, tenant, first_name="Ada", email="ada@example.org")
+    cid = await saved_campaign(api, tenant, [touchpoint(tenant, "Hi {{ first_name }}")])
+    unsubscribed = await api.post(
+        "/events",
+        json={"id": "u-1", "type": "unsubscribed", "candidate_id": leaving},
+        headers=tenant.service,
+    )
+    assert unsubscribed.status_code == 200, unsubscribed.text
+    tests = ["me@acme.example", "qa@acme.example"]
+    for n, (candidate, name) in enumerate(
+        [(consented, "Grace"), (no_consent, "Hedy"), (leaving, "Ada")], start=1
+    ):
+        response = await api.post(
+            f"/campaigns/{cid}/test",
+            json={"recipients": tests, "candidate_id": candidate},
+            headers=tenant.admin,
+        )
+        assert response.status_code == 200, response.text
+        assert [(s["to"], s["outcome"]) for s in response.json()["sends"]] == [
+            ("me@acme.example", "sent"),
+            ("qa@acme.example", "sent"),
+        ]
+        messages = await mail.wait_for(2 * n)
+        assert [m["Subject"] for m in messages[-2:]] == [f"[TEST] Hi {name}"] * 2
+    assert sorted(r for _, rcpts in mail.envelopes for r in rcpts) == sorted(tests * 3)
+
+
+async def test_a_test_that_cannot_be_delivered_says_so_and_leaves_no_message_prepared(
+    api: httpx.AsyncClient, tenant: Tenant, inbox: tuple[Inbox, int], sessions: SessionFactory
+) -> None:
+    mail, _ = inbox
+    cid = await saved_campaign(api, tenant, [touchpoint(tenant, "Hi")])
+    mail.refuse_with = "550 5.1.1 mailbox unavailable"
+    response = await api.post(
+        f"/campaigns/{cid}/test", json={"recipients": ["me@acme.example"]}, headers=tenant.admin
+    )
+    assert response.status_code == 200, response.text
+    [send] = response.json()["sends"]
+    assert (send["to"], send["outcome"]) == ("me@acme.example", "failed")
+    assert "550" in send["error"]
+    async with sessions() as session:
+        states = {m.state for m in (await session.scalars(select(Message))).all()}
+    assert states == {MessageState.FAILED}
+
+
+async def test_a_test_temporal_cannot_run_answers_503_and_leaves_no_message_prepared(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, inbox: tuple[Inbox, int],
+    settings: Settings, templates: TemplateSandbox,
+) -> None:  # fmt: skip
+    cid = (await api.post("/campaigns", json=draft(tenant), headers=tenant.admin)).json()["id"]
+    # A Temporal frontend that is down: nothing listens on port 1.
+    down = await Client.connect("127.0.0.1:1", lazy=True)
+    app = create_app(settings, temporal=down, sessions=sessions, templates=templates)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="https://nurture.test"
+        ) as client,
+    ):
+        response = await client.post(
+            f"/campaigns/{cid}/test", json={"recipients": ["me@acme.example"]}, headers=tenant.admin
+        )
+    assert response.status_code == 503, response.text
+    assert "no test message went out" in response.json()["detail"]
+    async with sessions() as session:
+        rows = (await session.scalars(select(Message))).all()
+    assert len(rows) == 3 and {m.state for m in rows} == {MessageState.FAILED}
+    assert inbox[0].messages == []

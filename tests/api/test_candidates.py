@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
+from api.schemas import MAX_FIELD_VALUE
 from store.session import SessionFactory
-from tests.builders import CONSENT
+from tests.builders import CONSENT, saved_campaign, touchpoint
 from tests.conftest import Tenant
 from tests.snapshot import unchanged
 
@@ -93,3 +95,71 @@ async def test_bad_candidates_are_refused_naming_the_problem(
         huge = await api.get("/candidates/1099511627776", headers=tenant.admin)
         assert huge.status_code == 422 and "candidate_id" in huge.json()["detail"]
     assert (await api.get("/candidates", headers=other_tenant.admin)).json()["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [
+        ("josé@exämple.org", "internationalized characters before the @-sign"),
+        ("用户@例子.广告", "internationalized characters before the @-sign"),
+        ("=?UTF-8?Q?e7=0D=0A?=@r.example", "its local part is an RFC 2047 encoded word"),
+    ],
+)
+async def test_an_address_we_cannot_deliver_to_is_refused_when_written(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, address: str, says: str
+) -> None:
+    created = (await api.post("/candidates", json=BODY, headers=tenant.service)).json()
+    cid = await saved_campaign(api, tenant, [touchpoint(tenant, "Hi")])
+    async with unchanged(sessions):
+        for response in (
+            await api.post("/candidates", json={**BODY, "email": address}, headers=tenant.service),
+            await api.patch(
+                f"/candidates/{created['id']}", json={"email": address}, headers=tenant.service
+            ),
+            await api.post(
+                f"/campaigns/{cid}/test", json={"recipients": [address]}, headers=tenant.admin
+            ),
+        ):
+            assert response.status_code == 422, response.text
+            assert "is not an address we can deliver to" in response.json()["detail"]
+            assert says in response.json()["detail"]
+
+
+@pytest.mark.parametrize("address", ["x@xn--exmple-cua.org", "x@exämple.org", "X@Exämple.ORG"])
+async def test_an_internationalized_domain_is_kept_in_its_ascii_form(
+    api: httpx.AsyncClient, tenant: Tenant, address: str
+) -> None:
+    response = await api.post(
+        "/candidates", json={**BODY, "email": address}, headers=tenant.service
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["email"].lower() == "x@xn--exmple-cua.org"
+
+
+async def test_a_custom_field_value_longer_than_its_limit_is_refused(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory
+) -> None:
+    async with unchanged(sessions):
+        response = await api.post(
+            "/candidates",
+            json={**BODY, "custom_fields": {"role": "x" * (MAX_FIELD_VALUE + 1)}},
+            headers=tenant.service,
+        )
+    assert response.status_code == 422
+    assert (
+        f"custom_fields.role: string should have at most {MAX_FIELD_VALUE} characters"
+        in (response.json()["detail"])
+    )
+
+
+@pytest.mark.parametrize("query", ["offset=9223372036854775808", "offset=-1", "limit=1001"])
+async def test_every_integer_of_a_query_is_bounded(
+    api: httpx.AsyncClient, tenant: Tenant, query: str
+) -> None:
+    cid = await saved_campaign(api, tenant, [touchpoint(tenant, "Hi")])
+    for path in ("/candidates", f"/campaigns/{cid}/recipients"):
+        response = await api.get(f"{path}?{query}", headers=tenant.admin)
+        assert response.status_code == 422, response.text
+        assert query.split("=")[0] in response.json()["detail"]
+    largest = await api.get("/candidates?offset=2147483647", headers=tenant.admin)
+    assert largest.status_code == 200 and largest.json()["items"] == []

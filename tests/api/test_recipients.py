@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 
 import httpx
 from temporalio.client import WorkflowExecutionStatus
@@ -204,3 +205,24 @@ async def test_pausing_twice_is_harmless_and_resuming_an_active_recipient_is_ref
     await api.delete(f"/campaigns/{cid}/recipients/{candidate}", headers=tenant.admin)
     late = await api.post(f"/campaigns/{cid}/recipients/{candidate}/pause", headers=tenant.admin)
     assert late.status_code == 409 and "has left campaign" in late.json()["detail"]
+
+
+async def test_a_paused_recipient_shows_the_wait_left_not_a_send_that_will_not_happen(
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    cid = await _campaign(api, tenant)
+    candidate = await add_candidate(api, tenant)
+    await enrol(api, tenant, cid, candidate)
+    [active] = (await api.get(f"/campaigns/{cid}/recipients", headers=tenant.admin)).json()["items"]
+    due = datetime.fromisoformat(active["next_send_at"])
+    assert active["remaining_wait_seconds"] is None and active["paused_at"] is None
+    await env.sleep(timedelta(hours=1))
+    paused = await api.post(f"/campaigns/{cid}/recipients/{candidate}/pause", headers=tenant.admin)
+    assert paused.status_code == 200
+    shown = paused.json()
+    assert (shown["status"], shown["next_touchpoint"]) == ("paused", 1)
+    assert shown["next_send_at"] is None and shown["next_send_at_local"] is None
+    paused_at = datetime.fromisoformat(shown["paused_at"])
+    assert shown["remaining_wait_seconds"] == int((due - paused_at).total_seconds())
+    [listed] = (await api.get(f"/campaigns/{cid}/recipients", headers=tenant.admin)).json()["items"]
+    assert listed == shown

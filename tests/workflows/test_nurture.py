@@ -18,9 +18,10 @@ from temporalio.worker import Worker
 
 from activities.mail import Mailer
 from activities.nurture import NurtureActivities
+from activities.template_sandbox import TemplateSandbox
 from config import Settings
 from store.enrolments import exit_enrolment
-from store.models import Enrolment, Message, MessageState, RecipientStatus
+from store.models import Candidate, Enrolment, Message, MessageState, RecipientStatus
 from store.session import SessionFactory
 from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
 from tests.conftest import Inbox, Tenant
@@ -366,10 +367,11 @@ class _FailingOnce(Mailer):
 
 async def _run_with_failing_mailer(
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
-    sessions: SessionFactory, inbox: tuple[Inbox, int], *, after_data: bool,
+    sessions: SessionFactory, inbox: tuple[Inbox, int], templates: TemplateSandbox, *,
+    after_data: bool,
 ) -> tuple[_FailingOnce, Message]:  # fmt: skip
     mailer = _FailingOnce(settings, after_data=after_data)
-    activities = NurtureActivities(sessions, mailer, settings, env.client)
+    activities = NurtureActivities(sessions, mailer, settings, env.client, templates)
     async with build_worker(env.client, settings, activities):
         campaign = await saved_campaign(
             api,
@@ -393,10 +395,10 @@ async def _run_with_failing_mailer(
 @pytest.mark.own_worker
 async def test_an_smtp_send_that_succeeded_before_its_activity_failed_is_not_sent_again(
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
-    sessions: SessionFactory, inbox: tuple[Inbox, int],
+    sessions: SessionFactory, inbox: tuple[Inbox, int], templates: TemplateSandbox,
 ) -> None:  # fmt: skip
     mailer, message = await _run_with_failing_mailer(
-        env, api, tenant, settings, sessions, inbox, after_data=True
+        env, api, tenant, settings, sessions, inbox, templates, after_data=True
     )
     assert [m["Subject"] for m in inbox[0].messages] == ["Only once", "Next"]
     assert mailer.calls == 2  # the retry found the first mid-DATA and did not call SMTP
@@ -406,10 +408,10 @@ async def test_an_smtp_send_that_succeeded_before_its_activity_failed_is_not_sen
 @pytest.mark.own_worker
 async def test_a_send_that_failed_before_data_is_retried_and_delivered_once(
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
-    sessions: SessionFactory, inbox: tuple[Inbox, int],
+    sessions: SessionFactory, inbox: tuple[Inbox, int], templates: TemplateSandbox,
 ) -> None:  # fmt: skip
     mailer, message = await _run_with_failing_mailer(
-        env, api, tenant, settings, sessions, inbox, after_data=False
+        env, api, tenant, settings, sessions, inbox, templates, after_data=False
     )
     assert [m["Subject"] for m in inbox[0].messages] == ["Only once", "Next"]
     assert mailer.calls == 3
@@ -420,13 +422,13 @@ async def test_a_send_that_failed_before_data_is_retried_and_delivered_once(
 @pytest.mark.own_worker
 async def test_a_new_worker_continues_a_campaign_with_nothing_lost_or_sent_twice(
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
-    sessions: SessionFactory, inbox: tuple[Inbox, int],
+    sessions: SessionFactory, inbox: tuple[Inbox, int], templates: TemplateSandbox,
 ) -> None:  # fmt: skip
     mail, _ = inbox
 
     def new_worker(cached: int) -> Worker:
         tuned = settings.model_copy(update={"max_cached_workflows": cached})
-        activities = NurtureActivities(sessions, Mailer(tuned), tuned, env.client)
+        activities = NurtureActivities(sessions, Mailer(tuned), tuned, env.client, templates)
         return build_worker(env.client, tuned, activities)
 
     # The first worker keeps no sticky cache: the Java test server does not hear a stopped
@@ -551,10 +553,10 @@ class _RemovingMidSend(Mailer):
 @pytest.mark.own_worker
 async def test_a_recipient_removed_while_their_send_is_under_way_receives_nothing(
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
-    sessions: SessionFactory, inbox: tuple[Inbox, int],
+    sessions: SessionFactory, inbox: tuple[Inbox, int], templates: TemplateSandbox,
 ) -> None:  # fmt: skip
     activities = NurtureActivities(
-        sessions, _RemovingMidSend(settings, sessions), settings, env.client
+        sessions, _RemovingMidSend(settings, sessions), settings, env.client, templates
     )
     async with build_worker(env.client, settings, activities):
         campaign = await saved_campaign(api, tenant, [touchpoint(tenant, "One")])
@@ -581,9 +583,11 @@ class _Unreachable(Mailer):
 @pytest.mark.own_worker
 async def test_a_send_that_never_gets_through_is_recorded_failed_and_the_campaign_goes_on(
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
-    sessions: SessionFactory,
+    sessions: SessionFactory, templates: TemplateSandbox,
 ) -> None:  # fmt: skip
-    activities = NurtureActivities(sessions, _Unreachable(settings), settings, env.client)
+    activities = NurtureActivities(
+        sessions, _Unreachable(settings), settings, env.client, templates
+    )
     async with build_worker(env.client, settings, activities):
         plan = [touchpoint(tenant, "One"), touchpoint(tenant, "Two", interval_days=5)]
         campaign = await saved_campaign(api, tenant, plan)
@@ -599,3 +603,69 @@ async def test_a_send_that_never_gets_through_is_recorded_failed_and_the_campaig
         assert message is not None and message.state is MessageState.FAILED
         assert message.error is not None and "ConnectionRefusedError" in message.error
         assert message.attempts > 10
+
+
+async def test_an_address_written_before_it_was_checked_fails_once_and_the_campaign_goes_on(
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant,
+    inbox: tuple[Inbox, int], sessions: SessionFactory,
+) -> None:  # fmt: skip
+    mail, _ = inbox
+    campaign = await saved_campaign(
+        api, tenant, [touchpoint(tenant, "First"), touchpoint(tenant, "Second", interval_days=2)]
+    )
+    candidate = await add_candidate(api, tenant)
+    async with sessions() as session, session.begin():
+        # As an older version of the API stored it, before addresses had to be ASCII.
+        row = await session.get_one(Candidate, candidate)
+        row.email = "josé@exämple.org"
+    await enrol(api, tenant, campaign, candidate)
+    await env.sleep(timedelta(days=4))
+    state = await final_state(env, campaign, candidate)
+    assert state.status == "completed"
+    async with sessions() as session:
+        messages = (await session.scalars(select(Message).order_by(Message.position))).all()
+    assert [(m.state, m.attempts) for m in messages] == [(MessageState.FAILED, 1)] * 2
+    assert all("is not ASCII" in (m.error or "") for m in messages)
+    assert mail.envelopes == []
+
+
+async def test_a_body_past_a_limit_for_one_recipient_fails_that_send_and_the_campaign_goes_on(
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant,
+    inbox: tuple[Inbox, int], sessions: SessionFactory,
+) -> None:  # fmt: skip
+    """Saving checked the body with sample values; a recipient's own values can still take
+    it past a limit: that send fails saying which, at once, and the next one goes out."""
+    mail, _ = inbox
+    loops = "{% for a in fields.role %}{% for b in fields.role %}{% endfor %}{% endfor %}Hi"
+    campaign = await saved_campaign(
+        api,
+        tenant,
+        [touchpoint(tenant, "First", body=loops), touchpoint(tenant, "Second", interval_days=2)],
+    )
+    at_limit = await add_candidate(
+        api, tenant, email="limit@example.org", custom_fields={"role": "r" * 1_000}
+    )
+    older = await add_candidate(api, tenant, email="older@example.org")
+    async with sessions() as session, session.begin():
+        # As an older version of the API stored it, before field values were bounded.
+        row = await session.get_one(Candidate, older)
+        row.custom_fields = {"role": "r" * 30_000}
+    for candidate in (at_limit, older):
+        await enrol(api, tenant, campaign, candidate)
+    await env.sleep(timedelta(days=4))
+    for candidate in (at_limit, older):
+        assert (await final_state(env, campaign, candidate)).status == "completed"
+    assert [m["Subject"] for m in mail.to("limit@example.org")] == ["Second"]
+    assert [m["Subject"] for m in mail.to("older@example.org")] == ["Second"]
+    async with sessions() as session:
+        rows = await session.scalars(select(Message).where(Message.position == 0))
+        first = {m.candidate_id: m for m in rows}
+    assert (first[at_limit].state, first[at_limit].attempts) == (MessageState.FAILED, 1)
+    assert first[at_limit].error == (
+        "render: the body loops more than 1,000 times (all its loops together)"
+    )
+    assert (first[older].state, first[older].attempts) == (MessageState.FAILED, 1)
+    assert first[older].error == (
+        "render: the body reads fields.role, whose value here is 30,000 characters long; "
+        "the limit is 1,000"
+    )

@@ -14,6 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 import orchestration
 from activities.mail import Mailer
 from activities.nurture import NurtureActivities
+from activities.template_sandbox import TemplateSandbox
 from config import Settings
 from store.models import Enrolment
 from store.session import SessionFactory
@@ -34,7 +35,10 @@ async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_an_operator_finds_a_recipient_by_campaign_and_reads_what_it_waits_for(
-    dev_server: WorkflowEnvironment, settings: Settings, sessions: SessionFactory
+    dev_server: WorkflowEnvironment,
+    settings: Settings,
+    sessions: SessionFactory,
+    templates: TemplateSandbox,
 ) -> None:
     campaign, candidate = 900 + uuid.uuid4().int % 1000, 77
     plan = NurturePlan(
@@ -46,7 +50,9 @@ async def test_an_operator_finds_a_recipient_by_campaign_and_reads_what_it_waits
         id=1, company_id=1, campaign_id=campaign, candidate_id=candidate, run=1,
         entered_at=datetime(2030, 1, 7, 12, tzinfo=UTC),
     )  # fmt: skip
-    activities = NurtureActivities(sessions, Mailer(settings), settings, dev_server.client)
+    activities = NurtureActivities(
+        sessions, Mailer(settings), settings, dev_server.client, templates
+    )
     async with build_worker(dev_server.client, settings, activities):
         handle = await orchestration.start_nurture(
             dev_server.client,

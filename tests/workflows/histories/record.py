@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.mail import Mailer
 from activities.nurture import NurtureActivities
+from activities.template_sandbox import TemplateSandbox
 from api.app import create_app
 from config import Settings
 from store.migrate import upgrade
@@ -43,13 +44,26 @@ async def record(label: str) -> None:
         test_server_existing_path=_binary("temporal-test-server")
     )
     await register_search_attributes(env.client)
-    settings = Settings(database_url=url, smtp_port=port, task_queue=f"record-{uuid.uuid4()}")
+    settings = Settings(
+        database_url=url,
+        smtp_port=port,
+        task_queue=f"record-{uuid.uuid4()}",
+        environment="development",
+    )
     engine = create_engine(url)
     sessions = create_session_factory(engine)
-    app = create_app(settings, temporal=env.client, sessions=sessions, clock=env.get_current_time)
-    activities = NurtureActivities(sessions, Mailer(settings), settings, env.client)
+    templates = TemplateSandbox()
+    app = create_app(
+        settings,
+        temporal=env.client,
+        sessions=sessions,
+        clock=env.get_current_time,
+        templates=templates,
+    )
+    activities = NurtureActivities(sessions, Mailer(settings), settings, env.client, templates)
     transport = httpx.ASGITransport(app=app)
     async with (
+        templates,
         build_worker(env.client, settings, activities),
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=transport, base_url="https://nurture.test") as api,
