@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "production"
 
     # A campaign test waits this long for its sends, then answers 503 (no worker?).
-    test_send_timeout_seconds: float = 90.0
+    test_send_timeout_seconds: float = Field(default=90.0, gt=0)
+
+    # `make run` (devstack.py) serves the API and the Web UI on these ports.
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    ui_port: int = Field(default=8233, ge=1, le=65535)
 
     # Where the local mail sink writes one .eml per message; the API lists it when set.
     mail_sink_dir: Path | None = None

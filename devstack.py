@@ -56,7 +56,7 @@ def search_attribute_flags() -> list[str]:
     return flags
 
 
-class Failed(Exception):
+class StackError(Exception):
     """A part did not come up in time, or stopped: the message names it."""
 
 
@@ -75,15 +75,20 @@ class Stack:
 
     def spawn(self, name: str, args: list[str], log: Path | None = None) -> None:
         output = log.open("wb") if log else None
-        process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=output,
-            stderr=subprocess.STDOUT if output else None,
-            # Its own session: Ctrl-C reaches devstack alone, which stops the children in
-            # order, the dev server last (the worker needs it to stop cleanly).
-            start_new_session=True,
-        )
+        try:
+            process = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                # Its own session: Ctrl-C reaches devstack alone, which stops the children
+                # in order, the dev server last (the worker needs it to stop cleanly).
+                start_new_session=True,
+            )
+        except OSError:
+            if output is not None:
+                output.close()
+            raise
         self.children.append(Child(name, process, output))
 
     def check(self) -> None:
@@ -91,7 +96,7 @@ class Stack:
             code = child.process.poll()
             if code is not None:
                 where = f" (see {child.log.name})" if child.log else ""
-                raise Failed(f"{child.name} exited with code {code}{where}")
+                raise StackError(f"{child.name} exited with code {code}{where}")
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -168,7 +173,9 @@ async def wait_until_up(
             if up:
                 del waiting[name]
         if waiting and time.monotonic() > deadline:
-            raise Failed(f"{' and '.join(waiting)} did not come up within {STARTUP_SECONDS:.0f} s")
+            raise StackError(
+                f"{' and '.join(waiting)} did not come up within {STARTUP_SECONDS:.0f} s"
+            )
         await asyncio.sleep(0.25)
 
 
@@ -181,7 +188,7 @@ async def connect(stack: Stack, settings: Settings, deadline: float) -> Client:
             )
         except Exception:  # the server is still starting
             if time.monotonic() > deadline:
-                raise Failed(
+                raise StackError(
                     f"the Temporal dev server did not answer within {STARTUP_SECONDS:.0f} s "
                     f"(see {TEMPORAL_LOG})"
                 ) from None
@@ -199,7 +206,7 @@ async def start(stack: Stack, settings: Settings, api_port: int, ui_port: int) -
     }
     for name, (on, number) in ports.items():
         if port_in_use(on, number):
-            raise Failed(f"port {number} of {name} is in use (by another `make run`?)")
+            raise StackError(f"port {number} of {name} is in use (by another `make run`?)")
     deadline = time.monotonic() + STARTUP_SECONDS
     stack.spawn(
         "the Temporal dev server",
@@ -280,8 +287,8 @@ def interrupted(signum: int, _frame: object) -> None:
 
 
 def main() -> int:
-    api_port = int(os.environ.get("NURTURE_API_PORT", "8000"))
-    ui_port = int(os.environ.get("NURTURE_UI_PORT", "8233"))
+    ports = Settings()
+    api_port, ui_port = ports.api_port, ports.ui_port
     VAR_DIR.mkdir(exist_ok=True)
     MAIL_DIR.mkdir(exist_ok=True)
     # The children inherit these; Settings below reads them too.
@@ -290,8 +297,9 @@ def main() -> int:
     os.environ.setdefault("NURTURE_PUBLIC_BASE_URL", f"http://localhost:{api_port}")
     settings = Settings()
     stack = Stack()
-    # Ctrl-C even when started in the background (a shell may ignore SIGINT there); a
-    # closed terminal or a kill stop the children too, since they are in sessions of their own.
+    # Ctrl-C even when started in the background (a shell may ignore SIGINT there). The
+    # children, in sessions of their own, hear no terminal signal: a closed terminal or a
+    # kill reaches devstack, which stops them (only a SIGKILL of devstack leaves them).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupted)
     signal.signal(signal.SIGHUP, interrupted)
@@ -304,7 +312,7 @@ def main() -> int:
             time.sleep(0.5)
     except KeyboardInterrupt:
         print("\nstopping nurture", flush=True)
-    except Failed as error:
+    except StackError as error:
         print(f"\n{error}; stopping nurture", file=sys.stderr, flush=True)
         code = 1
     finally:

@@ -30,7 +30,8 @@ class AddOnDisabledError(PermissionDeniedError):
 
 
 class UnavailableError(NurtureError):
-    """A dependency (the Temporal server) did not answer; retrying is safe."""
+    """A dependency (the Temporal server, the template processes) did not answer or is busy;
+    retrying is safe."""
 
 
 def clause(text: str) -> str:

@@ -74,7 +74,9 @@ async def main() -> None:
     settings.check_for_service()
     client = await connect(settings)
     engine = create_engine(settings.database_url)
-    templates = TemplateSandbox(settings.render_processes)
+    # Sends queue for a template process longer than a person at the API would wait:
+    # a busy pool only slows a morning's dispatch, it must not spend its retries.
+    templates = TemplateSandbox(settings.render_processes, wait_seconds=60.0)
     activities = NurtureActivities(
         create_session_factory(engine), Mailer(settings), settings, client, templates
     )

@@ -10,9 +10,10 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.client import Client
@@ -71,6 +72,31 @@ _OUTCOME_OF = {
     MessageState.UNCONFIRMED: SendOutcome.UNCONFIRMED,
     MessageState.FAILED: SendOutcome.FAILED,
 }
+
+
+def _settle(message: Message, *, last_retry: bool) -> SendOutcome:
+    """What a retry, or the end of the last one, makes of a message an earlier attempt
+    began. One found SENDING may have reached the peer (the RFC 1047 window): it is
+    counted unconfirmed, never sent again, rather than risk a duplicate in someone's
+    inbox. After the last retry one still PREPARED is failed, with the last error seen."""
+    if message.state is MessageState.SENDING:
+        message.state = MessageState.UNCONFIRMED
+        message.error = "a retry found this message mid-DATA; not sent again"
+        log.warning("message %s unconfirmed after a retry", message.idempotency_key)
+    elif message.state is MessageState.PREPARED and last_retry:
+        message.state = MessageState.FAILED
+        message.error = (
+            f"gave up after the last retry: {message.error or 'it failed before SMTP began'}"
+        )
+    return _OUTCOME_OF.get(message.state, SendOutcome.FAILED)
+
+
+class _Superseded(Exception):
+    """Another attempt took the message past PREPARED first: this one sends nothing."""
+
+    def __init__(self, outcome: SendOutcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
 
 
 class _Withdrawn(Exception):
@@ -168,15 +194,10 @@ class NurtureActivities:
     async def _replay(
         self, session: AsyncSession, enrolment: Enrolment, message: Message, call: SendTouchpoint
     ) -> SendResult:
-        """A retry that finds its message past PREPARED never sends it again. One found
-        SENDING may have reached the peer (the RFC 1047 window): we count it unconfirmed
-        rather than risk a duplicate in someone's inbox."""
-        if message.state is MessageState.SENDING:
-            message.state = MessageState.UNCONFIRMED
-            message.error = "a retry found this message mid-DATA; not sent again"
-            log.warning("message %s unconfirmed after a retry", message.idempotency_key)
+        """A retry that finds its message past PREPARED never sends it again."""
+        outcome = _settle(message, last_retry=False)
         self._advance(enrolment, call)
-        return SendResult(_OUTCOME_OF[message.state])
+        return SendResult(outcome)
 
     @staticmethod
     def _advance(enrolment: Enrolment, call: SendTouchpoint) -> None:
@@ -290,6 +311,8 @@ class NurtureActivities:
         except _Withdrawn as withdrawn:
             await self._set_state(prepared.message_id, None, f"withdrawn: {withdrawn.result}")
             return withdrawn.result
+        except _Superseded as superseded:
+            return SendResult(superseded.outcome)
         except PermanentSendError as error:
             await self._finish(prepared.message_id, MessageState.FAILED, call, str(error))
             return SendResult(SendOutcome.FAILED)
@@ -313,11 +336,16 @@ class NurtureActivities:
                 else:
                     stop = await self._stop(session, enrolment)
             if stop is None:
-                await session.execute(
+                # Compare-and-set: an attempt that another one overtook (a retry that sent,
+                # a test given up) must not take the message back and send it again.
+                taken = await session.execute(
                     update(Message)
-                    .where(Message.id == message_id)
+                    .where(Message.id == message_id, Message.state == MessageState.PREPARED)
                     .values(state=MessageState.SENDING)
                 )
+                if cast(CursorResult[Any], taken).rowcount != 1:
+                    message = await session.get_one(Message, message_id)
+                    raise _Superseded(_OUTCOME_OF.get(message.state, SendOutcome.FAILED))
         if stop is not None:
             raise _Withdrawn(stop)
 
@@ -350,11 +378,8 @@ class NurtureActivities:
         key = f"nurture/{call.enrolment_id}/{call.run}/{call.position}"
         async with self._sessions() as session, session.begin():
             message = await session.scalar(select(Message).where(Message.idempotency_key == key))
-            if message is not None and message.state is MessageState.PREPARED:
-                message.state = MessageState.FAILED
-                message.error = f"gave up after the last retry: {message.error}"
-            elif message is not None and message.state is MessageState.SENDING:
-                message.state = MessageState.UNCONFIRMED
+            if message is not None:
+                _settle(message, last_retry=True)
             enrolment = await session.get(Enrolment, call.enrolment_id)
             if enrolment is not None and enrolment.run == call.run:
                 self._advance(enrolment, call)
@@ -367,7 +392,7 @@ class NurtureActivities:
             if message is None or not message.is_test:
                 raise ApplicationError(f"No test message {message_id}.", non_retryable=True)
             if message.state is not MessageState.PREPARED:
-                return SendOutcome.ALREADY_SENT
+                return _settle(message, last_retry=False)
             message.attempts += 1
             prepared = await self._prepare(session, message, message.candidate_id)
         return (await self._deliver(prepared, None)).outcome
@@ -377,13 +402,7 @@ class NurtureActivities:
         """After a test send's last retry: failed, or unconfirmed if it was mid-DATA, so
         that no test message stays `prepared` with nothing left to move it."""
         async with self._sessions() as session, session.begin():
-            message = await session.get_one(Message, message_id)
-            if message.state is MessageState.PREPARED:
-                message.state = MessageState.FAILED
-                message.error = f"gave up after the last retry: {message.error}"
-            elif message.state is MessageState.SENDING:
-                message.state = MessageState.UNCONFIRMED
-            return _OUTCOME_OF[message.state]
+            return _settle(await session.get_one(Message, message_id), last_retry=True)
 
     # -- bulk enrolment -------------------------------------------------------------------
 

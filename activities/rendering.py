@@ -27,13 +27,14 @@ from jinja2 import (
     Undefined,
     meta,
     nodes,
+    pass_context,
     select_autoescape,
 )
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
-from errors import ValidationError
+from errors import ValidationError, clause
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -78,16 +79,22 @@ _LARGEST_NUMBER = 10**LIMITS.number_digits
 _NUMBER = f"computes a number beyond ±10^{LIMITS.number_digits}"
 _NESTING = f"nests deeper than {LIMITS.nesting_levels} levels"
 _SEQUENCE = f"builds a text or list longer than {LIMITS.rendered_body_chars:,} items"
-# What Python prints for an object with no text of its own: `<built-in method upper of str
-# object at 0x7f...>`. A template that prints one shows an e-mail reader our memory.
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+>")
+# What Python's default repr prints for an object with no text of its own (`<jinja2.utils.
+# Cycler object at 0x7f...>`, `<built-in method upper of str object at 0x7f...>`, `<function
+# f at 0x7f...>`, `<bound method ...>`): a template that prints one shows an e-mail reader
+# our memory. Only those shapes: "meet at 0x10>" is text.
+_ADDRESS = re.compile(
+    r"<(?:[\w.]+ object(?: [\w.<>]+)?|built-in method \w+ of [\w.]+ object|function [\w.<>]+)"
+    r" at 0x[0-9a-fA-F]+>"
+    r"|<bound method [\w.<>]+ of "
+)
 
 
 class RenderError(Exception):
     """A touchpoint that cannot be rendered for this recipient; the message says why."""
 
 
-class _Refusal(Exception):
+class _RefusalError(Exception):
     """Why a template is refused, as the rest of a sentence that starts "The body of
     touchpoint 2 ..." at save time and "The body ..." at send time."""
 
@@ -103,30 +110,47 @@ class _Render:
     def count(self, iterable: Iterable[Any]) -> Iterator[Any]:
         for item in iterable:
             if self.loops_left <= 0:
-                raise _Refusal(
+                raise _RefusalError(
                     f"loops more than {LIMITS.loop_iterations:,} times (all its loops together)"
                 )
             self.loops_left -= 1
             yield item
 
-    def printed(self, value: Any) -> _Refusal:
-        """`{{ first_name.upper }}`: say what to write instead."""
-        name = getattr(value, "__name__", None) or getattr(value, "name", None)
-        if not isinstance(name, str):
-            return _Refusal("prints a Python object instead of a value")
-        owner = getattr(value, "__self__", None)
-        kind = "method" if owner is not None and not isinstance(owner, ModuleType) else "function"
+    def printed(self, value: Any, context: Context) -> _RefusalError:
+        """`{{ first_name.upper }}`: say what to write instead, in the template's own words
+        (`cycler`, not the class `Cycler` it names)."""
         written = [
             spelled
             for output in self.tree.find_all(nodes.Output)
             for expression in output.nodes
-            if (spelled := _spelled(expression)) and spelled.rsplit(".", 1)[-1] == name
+            if (spelled := _spelled(expression))
         ]
-        call = written[0] if written else name
-        return _Refusal(f"prints the {kind} '{name}' instead of calling it: write {call}()")
+        call = next((w for w in written if _resolves_to(context, w, value)), None)
+        if call is None:
+            # A name the context does not hold (a loop's variable): match its last part.
+            name = getattr(value, "__name__", None) or getattr(value, "name", None)
+            if not isinstance(name, str):
+                return _RefusalError("prints a Python object instead of a value")
+            call = next((w for w in written if w.rsplit(".", 1)[-1] == name), name)
+        owner = getattr(value, "__self__", None)
+        kind = "method" if owner is not None and not isinstance(owner, ModuleType) else "function"
+        name = call.rsplit(".", 1)[-1]
+        return _RefusalError(f"prints the {kind} '{name}' instead of calling it: write {call}()")
 
 
 _RENDER: ContextVar[_Render] = ContextVar("render")
+
+
+def _resolves_to(context: Context, written: str, value: Any) -> bool:
+    """Whether `first_name.upper`, read in this context, is `value`."""
+    head, *attributes = written.split(".")
+    try:
+        found = context.resolve_or_missing(head)
+        for attribute in attributes:
+            found = context.environment.getattr(found, attribute)
+        return bool(found is value or found == value)
+    except Exception:  # an undefined name, or a value that refuses to be read or compared
+        return False
 
 
 def _spelled(node: nodes.Node) -> str | None:
@@ -148,9 +172,9 @@ class _TemplateEnvironment(SandboxedEnvironment):
         _refuse_before(operator, left, right)
         result = super().call_binop(context, operator, left, right)
         if isinstance(result, int | float) and abs(result) > _LARGEST_NUMBER:
-            raise _Refusal(_NUMBER)
+            raise _RefusalError(_NUMBER)
         if isinstance(result, str | list | tuple) and len(result) > LIMITS.rendered_body_chars:
-            raise _Refusal(_SEQUENCE)
+            raise _RefusalError(_SEQUENCE)
         return result
 
     def count_loop(self, iterable: Iterable[Any]) -> Iterator[Any]:
@@ -164,7 +188,7 @@ def _refuse_before(operator: str, left: Any, right: Any) -> None:
     if operator == "**" and isinstance(left, int) and isinstance(right, int):
         # |left| >= 2 ** (bits - 1), so the power has at least (bits - 1) * right bits.
         if right > 0 and (abs(left).bit_length() - 1) * right > _LARGEST_NUMBER.bit_length():
-            raise _Refusal(_NUMBER)
+            raise _RefusalError(_NUMBER)
     elif operator == "*":
         for sequence, times in ((left, right), (right, left)):
             if (
@@ -172,7 +196,7 @@ def _refuse_before(operator: str, left: Any, right: Any) -> None:
                 and isinstance(times, int)
                 and len(sequence) * times > LIMITS.rendered_body_chars
             ):
-                raise _Refusal(_SEQUENCE)
+                raise _RefusalError(_SEQUENCE)
     elif operator == "%" and isinstance(left, str):
         _refuse_wide_format(left, right)
 
@@ -191,7 +215,7 @@ def _refuse_wide_format(text: str, values: Any) -> None:
             else:
                 wide = size is not None and (len(size) > len(str(limit)) or int(size) > limit)
             if wide:
-                raise _Refusal(f"formats a value wider than {limit:,} characters")
+                raise _RefusalError(f"formats a value wider than {limit:,} characters")
 
 
 def _range(*args: int) -> range:
@@ -201,17 +225,15 @@ def _range(*args: int) -> range:
     except OverflowError:  # longer than a C ssize_t
         size = LIMITS.range_numbers + 1
     if size > LIMITS.range_numbers:
-        raise _Refusal(f"asks range() for more than {LIMITS.range_numbers:,} numbers")
+        raise _RefusalError(f"asks range() for more than {LIMITS.range_numbers:,} numbers")
     return numbers
 
 
-_range.__name__ = "range"  # `{{ range }}` is refused naming what the author wrote
-
-
-def _finalize(value: Any) -> Any:
+@pass_context
+def _finalize(context: Context, value: Any) -> Any:
     """Every `{{ ... }}` goes through here before it is printed."""
     if callable(value) and not isinstance(value, Undefined):
-        raise _RENDER.get().printed(value)
+        raise _RENDER.get().printed(value, context)
     return value
 
 
@@ -239,7 +261,7 @@ class _Fields(Mapping[str, Any]):
         value = self._values[name]
         size = len(str(value))
         if size > LIMITS.field_value_chars:
-            raise _Refusal(
+            raise _RefusalError(
                 f"reads fields.{name}, whose value here is {size:,} characters long; "
                 f"the limit is {LIMITS.field_value_chars:,}"
             )
@@ -276,32 +298,27 @@ def _compile(source: str) -> _Compiled:
     try:
         tree = _text.parse(source)
         if _depth(tree) > LIMITS.nesting_levels:
-            raise _Refusal(_NESTING)
+            raise _RefusalError(_NESTING)
         counted = _text.parse(source)
         for loop in list(counted.find_all(nodes.For)):
             if loop.recursive:
                 # Its inner calls, loop(children), would iterate past the counter.
-                raise _Refusal("uses a recursive loop, which touchpoint templates cannot")
+                raise _RefusalError("uses a recursive loop, which touchpoint templates cannot")
             count = nodes.Call(
                 nodes.EnvironmentAttribute("count_loop"), [loop.iter], [], None, None
             )
             loop.iter = count.set_lineno(loop.lineno).set_environment(_text)
         return _Compiled(tree=tree, template=_text.from_string(counted))
     except RecursionError:
-        raise _Refusal(_NESTING) from None
+        raise _RefusalError(_NESTING) from None
     except TemplateSyntaxError as error:
-        raise _Refusal(f"is not a valid template: {_clause(error.message)}") from None
-
-
-def _clause(message: str | None) -> str:
-    """Jinja's sentence inside ours: without its final period."""
-    return (message or "").strip().rstrip(".")
+        raise _RefusalError(f"is not a valid template: {clause(error.message or '')}") from None
 
 
 def _compiled(source: str, part: Part) -> _Compiled:
     limit = _SOURCE_CHARS[part]
     if len(source) > limit:
-        raise _Refusal(f"is {len(source):,} characters long; the limit is {limit:,}")
+        raise _RefusalError(f"is {len(source):,} characters long; the limit is {limit:,}")
     return _compile(source)
 
 
@@ -315,21 +332,21 @@ def _output(compiled: _Compiled, part: Part, variables: dict[str, Any]) -> str:
         for chunk in compiled.template.generate(variables):
             size += len(chunk)
             if size > limit:
-                raise _Refusal(f"renders to more than {limit:,} characters")
+                raise _RefusalError(f"renders to more than {limit:,} characters")
             chunks.append(chunk)
-    except _Refusal:
+    except _RefusalError:
         raise
     except RecursionError:
-        raise _Refusal(f"{_NESTING} as it renders (a macro that calls itself?)") from None
+        raise _RefusalError(f"{_NESTING} as it renders (a macro that calls itself?)") from None
     except MemoryError:
-        raise _Refusal(f"uses more than {LIMITS.memory_mib} MiB of memory") from None
+        raise _RefusalError(f"uses more than {LIMITS.memory_mib} MiB of memory") from None
     except Exception as error:
-        raise _Refusal(f"cannot be rendered: {_clause(str(error))}") from None
+        raise _RefusalError(f"cannot be rendered: {clause(str(error))}") from None
     finally:
         _RENDER.reset(token)
     text = "".join(chunks)
     if _ADDRESS.search(text):
-        raise _Refusal("prints a Python object instead of a value (a method without its ()?)")
+        raise _RefusalError("prints a Python object instead of a value (a method without its ()?)")
     return text
 
 
@@ -342,7 +359,7 @@ def check_template(source: str, part: Part, where: str, custom_fields: list[str]
         # Names are not all: `first_name.nope` or `1/0` only fail when rendered, so render
         # once with sample values now rather than fail at every send.
         _output(compiled, part, sample_context(custom_fields).variables())
-    except _Refusal as refusal:
+    except _RefusalError as refusal:
         raise ValidationError(f"The {part} of {where} {refusal}.") from None
 
 
@@ -350,7 +367,7 @@ def _check_names(tree: nodes.Template, custom_fields: list[str]) -> None:
     for name in sorted(meta.find_undeclared_variables(tree)):
         if name not in VARIABLES:
             known = ", ".join(sorted(VARIABLES))
-            raise _Refusal(f"uses the unknown variable '{name}'; known variables are {known}")
+            raise _RefusalError(f"uses the unknown variable '{name}'; known variables are {known}")
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, nodes.Getattr | nodes.Getitem)
         target = node.node
@@ -359,7 +376,7 @@ def _check_names(tree: nodes.Template, custom_fields: list[str]) -> None:
         key = node.attr if isinstance(node, nodes.Getattr) else _constant(node.arg)
         if key not in custom_fields:
             declared = ", ".join(custom_fields) or "none"
-            raise _Refusal(
+            raise _RefusalError(
                 f"uses the unknown custom field 'fields.{key}'; this company declares {declared}"
             )
 
@@ -452,7 +469,7 @@ def render_email(
 def _rendered(source: str, part: Part, variables: dict[str, Any]) -> str:
     try:
         return _output(_compiled(source, part), part, variables)
-    except _Refusal as refusal:
+    except _RefusalError as refusal:
         raise RenderError(f"The {part} {refusal}.") from None
 
 

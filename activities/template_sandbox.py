@@ -3,15 +3,16 @@
 A template can loop, compute or allocate without bound, so no template runs in the API's
 or the worker's own interpreter. Each runs in a child process whose memory is capped, one
 job at a time, under a wall-clock limit after which the child is killed (SIGKILL: it may
-be deep in C code that nothing else interrupts) and replaced. `python -m
-activities.template_sandbox` is the child: it answers length-prefixed JSON requests on its
-stdin with replies on its stdout.
+be deep in C code that nothing else interrupts) and replaced; a child whose parent dies
+dies with it. `python -m activities.template_sandbox <parent pid>` is the child: it answers
+length-prefixed JSON requests on its stdin with replies on its stdout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -43,6 +44,12 @@ _HEADER = struct.Struct(">I")
 # A child imports Jinja2 before it says it is ready; a loaded machine can take seconds.
 _START_SECONDS = 30.0
 _STOP_SECONDS = 5.0
+# How long a job waits for a free process before it is refused (503 at save, a retry at
+# send): long enough for a few jobs ahead of it, short enough that a burst of slow
+# templates cannot hold requests (and what they hold) without bound.
+WAIT_SECONDS = 5.0
+# prctl(2): the signal a child receives when the thread that started it ends.
+_PR_SET_PDEATHSIG = 1
 
 
 def _frame(message: dict[str, Any]) -> bytes:
@@ -64,6 +71,7 @@ class _Child:
                 sys.executable,
                 "-m",
                 __name__,
+                str(os.getpid()),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 cwd=_ROOT,
@@ -140,12 +148,14 @@ class _Child:
 class TemplateSandbox:
     """A pool of template processes: `async with TemplateSandbox(2) as templates:`, then
     `check` at save time and `render` at send time. A process takes one job at a time, so
-    a slow template only ever fails its own job, and delays others by at most the render
-    limit while they queue for a free process."""
+    a slow template only ever fails its own job. A job that finds every process busy
+    waits for one at most `wait_seconds`, then is refused with UnavailableError: slow
+    templates can make others wait that long, never longer."""
 
-    def __init__(self, processes: int = 2) -> None:
+    def __init__(self, processes: int = 2, *, wait_seconds: float = WAIT_SECONDS) -> None:
         if processes < 1:
             raise ValueError("A template sandbox needs at least one process.")
+        self._wait_seconds = wait_seconds
         self._children = [_Child() for _ in range(processes)]
         self._idle: asyncio.Queue[_Child] = asyncio.Queue()
         self._reaping: set[asyncio.Task[int]] = set()
@@ -211,7 +221,13 @@ class TemplateSandbox:
         child cannot answer. The time limit is per template: a send renders two, each of
         which its check saw render within the limit."""
         seconds = LIMITS.render_seconds * templates
-        child = await self._idle.get()
+        try:
+            async with asyncio.timeout(self._wait_seconds):
+                child = await self._idle.get()
+        except TimeoutError:
+            raise UnavailableError(
+                "Every template process is busy; try again in a moment."
+            ) from None
         try:
             if self._closed:
                 raise UnavailableError("The template processes are shut down; try again.")
@@ -281,8 +297,22 @@ def _read_request(requests: BinaryIO) -> dict[str, Any] | None:
     return request
 
 
-def serve() -> None:
+def _die_with(parent: int) -> None:
+    """A parent that is killed (SIGKILL, OOM) closes no pipe in time: without this, a child
+    mid-render would go on until its render ended. Linux only; elsewhere the closed stdin
+    ends the child once its job is done."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # the parent died before prctl could see it
+        os._exit(1)
+
+
+def serve(parent: int) -> None:
     """The child's loop: answer each request until stdin closes."""
+    _die_with(parent)
     # Ctrl-C in a terminal reaches the whole process group; the parent closes us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     cap = LIMITS.memory_mib * 2**20
@@ -299,4 +329,4 @@ def serve() -> None:
 
 
 if __name__ == "__main__":
-    serve()
+    serve(int(sys.argv[1]))

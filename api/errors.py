@@ -92,7 +92,11 @@ _ANSWERS: dict[int, dict[str, Any]] = {
         "description": "The request is not valid: the sentence says why",
         "content": _json(InvalidOut),
     },
-    503: {"description": "Temporal did not answer; retrying is safe", "content": _json(ErrorOut)},
+    503: {
+        "description": "Temporal or the template processes did not answer, or are busy; "
+        "retrying is safe",
+        "content": _json(ErrorOut),
+    },
 }
 
 

@@ -23,7 +23,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from activities.mail import UndeliverableAddressError, deliverable_address
 from activities.rendering import LIMITS
-from store.campaigns import MAX_INTERVAL, MIN_INTERVAL
+from store.campaigns import MAX_INTERVAL, MAX_TOUCHPOINTS, MIN_INTERVAL
 from store.enrolments import AddResult, RefusalReason
 from store.models import CampaignStatus, ExitOption, Format, MessageState, RecipientStatus
 
@@ -227,14 +227,14 @@ class CampaignCreate(Strict):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
     exit_options: list[ExitOption] = Field(default_factory=list)
-    touchpoints: list[TouchpointIn] = Field(min_length=1)
+    touchpoints: list[TouchpointIn] = Field(min_length=1, max_length=MAX_TOUCHPOINTS)
 
 
 class CampaignUpdate(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = None
     exit_options: list[ExitOption] | None = None
-    touchpoints: list[TouchpointIn] | None = None
+    touchpoints: list[TouchpointIn] | None = Field(default=None, max_length=MAX_TOUCHPOINTS)
 
 
 class CampaignOut(BaseModel):

@@ -24,6 +24,9 @@ from store.models import (
 from workflows.contracts import NurturePlan, TouchpointPlan
 
 MIN_INTERVAL, MAX_INTERVAL = 1, 100
+# Saving checks each touchpoint's two templates (up to LIMITS.render_seconds each): the
+# count bounds how long one request can keep the template processes busy.
+MAX_TOUCHPOINTS = 20
 
 
 @dataclass(frozen=True)
@@ -39,18 +42,28 @@ class TouchpointSpec:
     interval_days: int | None = None
 
 
+@dataclass(frozen=True)
+class CheckedTouchpoints:
+    """Touchpoints that meet every rule but one, as `check_touchpoints` made them: what
+    writes them still checks their senders, in its own transaction."""
+
+    specs: tuple[TouchpointSpec, ...]
+
+
 async def check_touchpoints(
-    session: AsyncSession,
-    company: Company,
-    specs: Sequence[TouchpointSpec],
-    templates: TemplateSandbox,
-) -> None:
-    """Every rule a touchpoint must meet before it can be saved; raises naming the first
-    that fails, with the touchpoint's number as an admin counts them (from 1). Templates
-    are checked in `templates`' processes, never on the caller's event loop."""
+    company: Company, specs: Sequence[TouchpointSpec], templates: TemplateSandbox
+) -> CheckedTouchpoints:
+    """Every rule a touchpoint must meet before it can be saved, but its sender; raises
+    naming the first that fails, with the touchpoint's number as an admin counts them (from
+    1). Templates are checked in `templates`' processes, never on the caller's event loop,
+    and take seconds: call this with no transaction open, so that no database connection
+    waits on them."""
     if not specs:
         raise ValidationError("A campaign needs at least one touchpoint.")
-    senders = set(await session.scalars(select(User.id).where(User.company_id == company.id)))
+    if len(specs) > MAX_TOUCHPOINTS:
+        raise ValidationError(
+            f"A campaign has at most {MAX_TOUCHPOINTS} touchpoints; this one has {len(specs)}."
+        )
     for number, spec in enumerate(specs, start=1):
         where = f"touchpoint {number}"
         if number == 1 and spec.interval_days is not None:
@@ -68,12 +81,21 @@ async def check_touchpoints(
             raise ValidationError(f"The subject of {where} contains a line break.")
         if not spec.subject.strip():
             raise ValidationError(f"The subject of {where} is empty.")
-        if spec.sender_user_id not in senders:
-            raise ValidationError(
-                f"The sender of {where} (user {spec.sender_user_id}) is not a user of this company."
-            )
         await templates.check(spec.subject, "subject", where, company.custom_fields)
         await templates.check(spec.body, "body", where, company.custom_fields)
+    return CheckedTouchpoints(tuple(specs))
+
+
+async def _check_senders(
+    session: AsyncSession, company_id: int, touchpoints: CheckedTouchpoints
+) -> None:
+    senders = set(await session.scalars(select(User.id).where(User.company_id == company_id)))
+    for number, spec in enumerate(touchpoints.specs, start=1):
+        if spec.sender_user_id not in senders:
+            raise ValidationError(
+                f"The sender of touchpoint {number} (user {spec.sender_user_id}) is not a "
+                "user of this company."
+            )
 
 
 def _rows(company_id: int, campaign_id: int, specs: Sequence[TouchpointSpec]) -> list[Touchpoint]:
@@ -103,18 +125,47 @@ async def create_campaign(
     name: str,
     description: str,
     exit_options: list[str],
-    touchpoints: Sequence[TouchpointSpec],
-    templates: TemplateSandbox,
+    touchpoints: CheckedTouchpoints,
 ) -> Campaign:
-    await check_touchpoints(session, company, touchpoints, templates)
+    await _check_senders(session, company.id, touchpoints)
     campaign = Campaign(
         company_id=company.id, name=name, description=description, exit_options=exit_options
     )
     session.add(campaign)
     await session.flush()
-    session.add_all(_rows(company.id, campaign.id, touchpoints))
+    session.add_all(_rows(company.id, campaign.id, touchpoints.specs))
     await session.flush()
     return campaign
+
+
+def _refuse_edit(campaign: Campaign, *, touchpoints: bool, exit_options: list[str] | None) -> None:
+    if campaign.status is CampaignStatus.DRAFT:
+        return
+    if touchpoints:
+        raise ConflictError(
+            f"Campaign {campaign.id} is {campaign.status.value}: once saved, its "
+            "touchpoints and intervals can no longer be added, removed or changed. "
+            "Only its name and description can."
+        )
+    if exit_options is not None and sorted(exit_options) != sorted(campaign.exit_options):
+        raise ConflictError(
+            f"Campaign {campaign.id} is {campaign.status.value}: its exit options were "
+            "fixed when it was saved. Only its name and description can change."
+        )
+
+
+async def check_edit(
+    session: AsyncSession,
+    company_id: int,
+    campaign_id: int,
+    *,
+    touchpoints: bool,
+    exit_options: list[str] | None,
+) -> None:
+    """`edit_campaign`'s 404 and 409, answered before new touchpoints are checked (which
+    takes seconds); `edit_campaign` asks again, under its lock."""
+    campaign = await get_campaign(session, company_id, campaign_id)
+    _refuse_edit(campaign, touchpoints=touchpoints, exit_options=exit_options)
 
 
 async def edit_campaign(
@@ -125,26 +176,14 @@ async def edit_campaign(
     name: str | None,
     description: str | None,
     exit_options: list[str] | None,
-    touchpoints: Sequence[TouchpointSpec] | None,
-    templates: TemplateSandbox,
+    touchpoints: CheckedTouchpoints | None,
 ) -> Campaign:
     campaign = await get_campaign(session, company.id, campaign_id, for_update=True)
-    if campaign.status is not CampaignStatus.DRAFT:
-        if touchpoints is not None:
-            raise ConflictError(
-                f"Campaign {campaign_id} is {campaign.status.value}: once saved, its "
-                "touchpoints and intervals can no longer be added, removed or changed. "
-                "Only its name and description can."
-            )
-        if exit_options is not None and sorted(exit_options) != sorted(campaign.exit_options):
-            raise ConflictError(
-                f"Campaign {campaign_id} is {campaign.status.value}: its exit options were "
-                "fixed when it was saved. Only its name and description can change."
-            )
+    _refuse_edit(campaign, touchpoints=touchpoints is not None, exit_options=exit_options)
     if touchpoints is not None:
-        await check_touchpoints(session, company, touchpoints, templates)
+        await _check_senders(session, company.id, touchpoints)
         await session.execute(delete(Touchpoint).where(Touchpoint.campaign_id == campaign.id))
-        session.add_all(_rows(company.id, campaign.id, touchpoints))
+        session.add_all(_rows(company.id, campaign.id, touchpoints.specs))
     if name is not None:
         campaign.name = name
     if description is not None:
@@ -155,18 +194,47 @@ async def edit_campaign(
     return campaign
 
 
+def _refuse_saved(campaign: Campaign) -> None:
+    if campaign.status is not CampaignStatus.DRAFT:
+        raise ConflictError(f"Campaign {campaign.id} is already saved ({campaign.status.value}).")
+
+
+async def draft_touchpoints(
+    session: AsyncSession, company_id: int, campaign_id: int
+) -> list[TouchpointSpec]:
+    """What `save_campaign` needs checked first: the touchpoints of a draft (404, or 409
+    once saved)."""
+    campaign = await get_campaign(session, company_id, campaign_id)
+    _refuse_saved(campaign)
+    return [spec_of(t) for t in await list_touchpoints(session, campaign.id)]
+
+
+async def touchpoints_as_checked(
+    session: AsyncSession, campaign: Campaign, touchpoints: CheckedTouchpoints
+) -> Sequence[Touchpoint]:
+    """The campaign's touchpoints, if they are still those that were checked (an edit may
+    have replaced them meanwhile: 409) and their senders are the company's users."""
+    rows = await list_touchpoints(session, campaign.id)
+    if tuple(spec_of(t) for t in rows) != touchpoints.specs:
+        raise ConflictError(
+            f"The touchpoints of campaign {campaign.id} changed while they were being "
+            "checked; try again."
+        )
+    await _check_senders(session, campaign.company_id, touchpoints)
+    return rows
+
+
 async def save_campaign(
     session: AsyncSession,
     company: Company,
     campaign_id: int,
     now: datetime,
-    templates: TemplateSandbox,
+    touchpoints: CheckedTouchpoints,
 ) -> Campaign:
+    """`touchpoints`: what `check_touchpoints` made of `draft_touchpoints`."""
     campaign = await get_campaign(session, company.id, campaign_id, for_update=True)
-    if campaign.status is not CampaignStatus.DRAFT:
-        raise ConflictError(f"Campaign {campaign_id} is already saved ({campaign.status.value}).")
-    touchpoints = await list_touchpoints(session, campaign.id)
-    await check_touchpoints(session, company, [spec_of(t) for t in touchpoints], templates)
+    _refuse_saved(campaign)  # by a save that ran while this one's templates were checked
+    await touchpoints_as_checked(session, campaign, touchpoints)
     campaign.status = CampaignStatus.ACTIVE
     campaign.saved_at = now
     await session.flush()
@@ -250,14 +318,15 @@ async def test_messages(session: AsyncSession, message_ids: Sequence[int]) -> Se
 async def abandon_test_messages(
     session: AsyncSession, message_ids: Sequence[int], reason: str
 ) -> None:
-    """A test whose workflow did not finish: what it did not reach is failed, not left
-    `prepared` with nothing to move it."""
-    await session.execute(
-        update(Message)
-        .where(
-            Message.id.in_(message_ids),
-            Message.is_test,
-            Message.state == MessageState.PREPARED,
+    """A test whose workflow did not finish: what it did not reach is failed, and what it
+    left mid-DATA unconfirmed, so that no test message waits for something to move it."""
+    ends = [
+        (MessageState.PREPARED, MessageState.FAILED, reason),
+        (MessageState.SENDING, MessageState.UNCONFIRMED, f"{reason}; it was mid-DATA"),
+    ]
+    for before, after, why in ends:
+        await session.execute(
+            update(Message)
+            .where(Message.id.in_(message_ids), Message.is_test, Message.state == before)
+            .values(state=after, error=why)
         )
-        .values(state=MessageState.FAILED, error=reason)
-    )

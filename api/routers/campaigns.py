@@ -8,6 +8,8 @@ from datetime import time, timedelta
 
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
 
 from activities.mail import message_id_for
 from api.deps import (
@@ -85,10 +87,13 @@ async def campaign_out(session: AsyncSession, company: Company, campaign: Campai
     )
 
 
-@router.post("", status_code=201, response_model=CampaignOut, responses=answers(422))
+@router.post("", status_code=201, response_model=CampaignOut, responses=answers(422, 503))
 async def create_campaign(
     body: CampaignCreate, company: CampaignAdminDep, session: SessionDep, templates: TemplatesDep
 ) -> CampaignOut:
+    # Templates take seconds to check: checked before the transaction, which holds a
+    # connection of the pool from its first query to its end.
+    checked = await store.check_touchpoints(company, _specs(body.touchpoints), templates)
     async with session.begin():
         campaign = await store.create_campaign(
             session,
@@ -96,8 +101,7 @@ async def create_campaign(
             name=body.name,
             description=body.description,
             exit_options=sorted(o.value for o in body.exit_options),
-            touchpoints=_specs(body.touchpoints),
-            templates=templates,
+            touchpoints=checked,
         )
         return await campaign_out(session, company, campaign)
 
@@ -128,7 +132,7 @@ async def get_campaign(
         return await campaign_out(session, company, campaign)
 
 
-@router.patch("/{campaign_id}", response_model=CampaignOut, responses=answers(404, 409, 422))
+@router.patch("/{campaign_id}", response_model=CampaignOut, responses=answers(404, 409, 422, 503))
 async def edit_campaign(
     campaign_id: PathId,
     body: CampaignUpdate,
@@ -137,6 +141,17 @@ async def edit_campaign(
     templates: TemplatesDep,
 ) -> CampaignOut:
     """A draft changes freely; a saved campaign only its name and description (409)."""
+    exit_options = (
+        sorted(o.value for o in body.exit_options) if body.exit_options is not None else None
+    )
+    checked = None
+    if body.touchpoints is not None:
+        # 404 and 409 first, then the templates with no transaction open (see create).
+        async with session.begin():
+            await store.check_edit(
+                session, company.id, campaign_id, touchpoints=True, exit_options=exit_options
+            )
+        checked = await store.check_touchpoints(company, _specs(body.touchpoints), templates)
     async with session.begin():
         campaign = await store.edit_campaign(
             session,
@@ -144,18 +159,15 @@ async def edit_campaign(
             campaign_id,
             name=body.name,
             description=body.description,
-            exit_options=(
-                sorted(o.value for o in body.exit_options)
-                if body.exit_options is not None
-                else None
-            ),
-            touchpoints=_specs(body.touchpoints) if body.touchpoints is not None else None,
-            templates=templates,
+            exit_options=exit_options,
+            touchpoints=checked,
         )
         return await campaign_out(session, company, campaign)
 
 
-@router.post("/{campaign_id}/save", response_model=CampaignOut, responses=answers(404, 409, 422))
+@router.post(
+    "/{campaign_id}/save", response_model=CampaignOut, responses=answers(404, 409, 422, 503)
+)
 async def save_campaign(
     campaign_id: PathId,
     company: CampaignAdminDep,
@@ -165,12 +177,16 @@ async def save_campaign(
 ) -> CampaignOut:
     """Saving activates the campaign; its touchpoints and intervals are fixed from here on."""
     async with session.begin():
-        campaign = await store.save_campaign(session, company, campaign_id, now, templates)
+        specs = await store.draft_touchpoints(session, company.id, campaign_id)
+    # With no transaction open (see create); saving then finds them unchanged, or says so.
+    checked = await store.check_touchpoints(company, specs, templates)
+    async with session.begin():
+        campaign = await store.save_campaign(session, company, campaign_id, now, checked)
         return await campaign_out(session, company, campaign)
 
 
 @router.post(
-    "/{campaign_id}/test", response_model=CampaignTestOut, responses=answers(404, 422, 503)
+    "/{campaign_id}/test", response_model=CampaignTestOut, responses=answers(404, 409, 422, 503)
 )
 async def test_campaign(
     campaign_id: PathId,
@@ -185,10 +201,11 @@ async def test_campaign(
     and counted in no statistic."""
     async with session.begin():
         campaign = await store.get_campaign(session, company.id, campaign_id)
-        touchpoints = await store.list_touchpoints(session, campaign.id)
-        await store.check_touchpoints(
-            session, company, [store.spec_of(t) for t in touchpoints], templates
-        )
+        specs = [store.spec_of(t) for t in await store.list_touchpoints(session, campaign.id)]
+    # With no transaction open (see create); the test then sends them unchanged, or says so.
+    checked = await store.check_touchpoints(company, specs, templates)
+    async with session.begin():
+        touchpoints = await store.touchpoints_as_checked(session, campaign, checked)
         if body.candidate_id is not None:
             await get_candidate(session, company.id, body.candidate_id)
         run = uuid.uuid4().hex[:12]
@@ -221,14 +238,24 @@ async def test_campaign(
             execution_timeout=timedelta(seconds=settings.test_send_timeout_seconds),
         )
     except Exception as error:
+        if isinstance(error, RPCError):
+            reason = f"Temporal did not answer ({error.message})"
+        elif isinstance(error, RuntimeError) and "client connect" in str(error):
+            reason = "Temporal did not answer (no connection)"
+        elif isinstance(error, WorkflowFailureError):
+            reason = (
+                f"no worker sent it within {settings.test_send_timeout_seconds:g} seconds "
+                "(is a worker running?)"
+            )
+        else:
+            reason = f"its workflow could not run ({type(error).__name__})"
         # Nothing will move a test message the workflow did not reach: say how it ended.
         async with session.begin():
             await store.abandon_test_messages(
-                session, [m.id for m in messages], f"not sent: {type(error).__name__}"
+                session, [m.id for m in messages], f"not sent: {reason}"
             )
         raise UnavailableError(
-            f"The test could not be sent ({type(error).__name__}): no test message went out "
-            "that is not listed as sent; try again."
+            f"The test was not sent: {reason}. Its messages are recorded as failed; try again."
         ) from error
     async with session.begin():
         ended = await store.test_messages(session, [m.id for m in messages])

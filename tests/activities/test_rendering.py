@@ -62,7 +62,17 @@ def refusal(source: str, part: str = "body") -> str:
         ("{{ range }}", "prints the function 'range' instead of calling it: write range()"),
         ('{{ first_name.upper ~ "!" }}', "prints a Python object instead of a value"),
         ('{% for i in range(1000) %}{{ "x" * 101 }}{% endfor %}', "renders to more than 100,000"),
-        ("{{ first_name|nofilter }}", "is not a valid template: No filter named 'nofilter'."),
+        ("{{ first_name|nofilter }}", "is not a valid template: no filter named 'nofilter'."),
+        ("{% foo %}", "is not a valid template: encountered unknown tag 'foo'."),
+        (
+            "{{ cycler }}",
+            "prints the function 'cycler' instead of calling it: write cycler().",
+        ),
+        ("{% set c = joiner %}{{ c }}", "prints the function 'c' instead of calling it: write c()"),
+        ("{% for c in [first_name] %}{{ c.title }}{% endfor %}", "write c.title()."),
+        ('{{ cycler("a", "b") }}', "prints a Python object instead of a value"),
+        ("{{ fields|select }}", "prints a Python object instead of a value"),
+        ('{{ lipsum ~ "" }}', "prints a Python object instead of a value"),
     ],
 )
 def test_a_body_past_a_limit_is_refused_naming_it(source: str, says: str) -> None:
@@ -92,6 +102,8 @@ def test_a_subject_past_a_limit_is_refused_naming_it(source: str, says: str) -> 
         "{{ fields }} {{ fields.role }} {{ fields['role'] }} {{ fields|dictsort }}",
         "{% if 1 %}" * 40 + "{{ first_name.upper() }}" + "{% endif %}" * 40,
         "{% for c in fields.role %}{{ loop.index }}{% else %}none{% endfor %}",
+        # Text that only looks like the end of a repr is text.
+        "Meet at 0x10> or <b>at 0xFF</b>, {{ first_name }} at 0x1F>",
     ],
 )
 def test_a_template_within_the_limits_passes(source: str) -> None:

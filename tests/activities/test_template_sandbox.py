@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,10 @@ import pytest
 
 from activities.rendering import Brand, RenderContext, RenderError, sample_context
 from activities.template_sandbox import TemplateSandbox
-from errors import ValidationError
+from errors import UnavailableError, ValidationError
 
 SLOW = '{{ "ab"|slice(100000000)|select|list }}'  # within every count, ~30 s of CPU
+ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = RenderContext(
     first_name="Marie",
     last_name="Curie",
@@ -36,16 +38,18 @@ BODY = (
 )
 
 
-def template_processes() -> set[int]:
-    """This test process's template children, found as `ps` would (zombies excluded)."""
+def template_processes(parent: int | None = None) -> set[int]:
+    """The template children of `parent` (this test process), found as `ps` would (zombies
+    excluded)."""
+    parent = os.getpid() if parent is None else parent
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             command = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if parent == os.getpid() and b"activities.template_sandbox" in command:
+        if ppid == parent and b"activities.template_sandbox" in command:
             found.add(int(stat.parent.name))
     return found
 
@@ -187,3 +191,63 @@ async def test_closing_ends_every_process() -> None:
     assert template_processes() - others == set()
     with pytest.raises(Exception, match="shut down"):
         await sandbox.check("Hi", "body", "touchpoint 1", [])
+
+
+async def test_a_job_that_finds_every_process_busy_is_refused_after_the_wait() -> None:
+    async with TemplateSandbox(1, wait_seconds=0.5) as sandbox:
+        slow = asyncio.create_task(check(sandbox, SLOW))
+        await asyncio.sleep(0.2)
+        with pytest.raises(UnavailableError) as refused:
+            await sandbox.check("Hi", "body", "touchpoint 1", [])
+        assert str(refused.value) == "Every template process is busy; try again in a moment."
+        assert not slow.done()  # refused while the process was still busy, not after
+        assert "takes longer than 2 seconds" in (await slow or "")
+        assert await check(sandbox, "Hi {{ first_name }}") is None
+
+
+# A service that starts a pool and checks a slow template until it is killed.
+_KILLED_SERVICE = """
+import asyncio, sys
+from activities.template_sandbox import TemplateSandbox
+
+async def main() -> None:
+    async with TemplateSandbox(1) as sandbox:
+        job = asyncio.create_task(sandbox.check(sys.argv[1], "body", "touchpoint 1", []))
+        await asyncio.sleep(0.5)
+        print("rendering", flush=True)
+        await job
+
+asyncio.run(main())
+"""
+
+
+def running(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc are Linux's")
+async def test_a_process_whose_service_is_killed_mid_render_ends_with_it() -> None:
+    service = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _KILLED_SERVICE,
+        SLOW,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert service.stdout is not None
+    assert await service.stdout.readline() == b"rendering\n"
+    [child] = template_processes(service.pid)
+    service.kill()
+    await service.wait()
+    for _ in range(100):  # 5 s; the render alone would go on for about 30
+        if not running(child):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the template process outlived the service that started it")

@@ -4,15 +4,20 @@ refused naming the limit, nothing changes, and the API keeps answering meanwhile
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
 
 from activities.rendering import LIMITS
+from activities.template_sandbox import TemplateSandbox
 from api.schemas import TouchpointIn
-from store.models import Touchpoint
+from store.campaigns import MAX_TOUCHPOINTS
+from store.models import Format, Touchpoint
 from store.session import SessionFactory
 from tests.builders import touchpoint
 from tests.conftest import Tenant
@@ -190,3 +195,120 @@ def test_the_api_bounds_the_templates_as_the_renderer_does() -> None:
     schema = TouchpointIn.model_json_schema()["properties"]
     assert schema["subject"]["maxLength"] == LIMITS.subject_chars
     assert schema["body"]["maxLength"] == LIMITS.body_chars
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("{% foo %}", "The body of touchpoint 2 is not a valid template: encountered unknown tag"),
+        ("{% if x %}", "The body of touchpoint 2 is not a valid template: unexpected end of"),
+    ],
+)
+async def test_a_syntax_error_reads_as_one_sentence(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, body: str, says: str
+) -> None:
+    async with unchanged(sessions):
+        response = await api.post("/campaigns", json=campaign(tenant, body), headers=tenant.admin)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert detail.startswith(says), detail
+    assert not re.search(r": [A-Z][a-z]", detail), detail
+    assert ".." not in detail
+
+
+def many(tenant: Tenant, count: int) -> list[dict[str, Any]]:
+    return [touchpoint(tenant, "News")] + [
+        touchpoint(tenant, "News", interval_days=1) for _ in range(count - 1)
+    ]
+
+
+async def test_a_campaign_past_the_touchpoint_limit_is_refused_naming_it(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory
+) -> None:
+    limit = MAX_TOUCHPOINTS
+    says = f"touchpoints: list should have at most {limit} items after validation, not {limit + 1}"
+    at_limit = await api.post(
+        "/campaigns",
+        json={"name": "Long", "touchpoints": many(tenant, limit)},
+        headers=tenant.admin,
+    )
+    assert at_limit.status_code == 201, at_limit.text
+    cid = at_limit.json()["id"]
+    async with unchanged(sessions):
+        created = await api.post(
+            "/campaigns",
+            json={"name": "Longer", "touchpoints": many(tenant, limit + 1)},
+            headers=tenant.admin,
+        )
+        edited = await api.patch(
+            f"/campaigns/{cid}", json={"touchpoints": many(tenant, limit + 1)}, headers=tenant.admin
+        )
+    for response in (created, edited):
+        assert response.status_code == 422, response.text
+        assert says in response.json()["detail"]
+    # A draft stored before the limit: saving or testing it refuses it.
+    async with sessions() as session, session.begin():
+        await session.execute(
+            insert(Touchpoint).values(
+                company_id=tenant.company_id,
+                campaign_id=cid,
+                position=limit,
+                interval_days=1,
+                send_hour=9,
+                send_minute=0,
+                sender_user_id=tenant.admin_id,
+                format=Format.PLAIN,
+                subject="News",
+                body="Hi",
+            )
+        )
+    async with unchanged(sessions):
+        saved = await api.post(f"/campaigns/{cid}/save", headers=tenant.admin)
+        tested = await api.post(
+            f"/campaigns/{cid}/test", json={"recipients": ["me@acme.example"]}, headers=tenant.admin
+        )
+    for response in (saved, tested):
+        assert (response.status_code, response.json()["detail"]) == (
+            422,
+            f"A campaign has at most {limit} touchpoints; this one has {limit + 1}.",
+        )
+
+
+async def test_no_database_connection_waits_on_a_template_check(
+    api: httpx.AsyncClient,
+    tenant: Tenant,
+    engine: AsyncEngine,
+    templates: TemplateSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A check takes up to seconds per template: a request that held a connection of the
+    pool meanwhile would let a few dozen slow saves leave every other request none."""
+    pool = engine.pool
+    assert isinstance(pool, QueuePool)
+    held: list[int] = []
+    check = templates.check
+
+    async def watched(*args: Any, **kwargs: Any) -> None:
+        held.append(pool.checkedout())
+        await check(*args, **kwargs)
+
+    monkeypatch.setattr(templates, "check", watched)
+    created = await api.post("/campaigns", json=campaign(tenant), headers=tenant.admin)
+    assert created.status_code == 201, created.text
+    cid = created.json()["id"]
+    edited = await api.patch(
+        f"/campaigns/{cid}",
+        json={"touchpoints": campaign(tenant)["touchpoints"]},
+        headers=tenant.admin,
+    )
+    assert edited.status_code == 200, edited.text
+    tested = await api.post(
+        f"/campaigns/{cid}/test",
+        json={"recipients": ["me@acme.example"], "candidate_id": 999_999},
+        headers=tenant.admin,
+    )
+    assert tested.status_code == 404, tested.text  # the candidate, checked after the templates
+    saved = await api.post(f"/campaigns/{cid}/save", headers=tenant.admin)
+    assert saved.status_code == 200, saved.text
+    # Two templates per touchpoint, two touchpoints, four requests; none holding a connection.
+    assert held == [0] * 16

@@ -306,8 +306,26 @@ async def test_a_test_temporal_cannot_run_answers_503_and_leaves_no_message_prep
             f"/campaigns/{cid}/test", json={"recipients": ["me@acme.example"]}, headers=tenant.admin
         )
     assert response.status_code == 503, response.text
-    assert "no test message went out" in response.json()["detail"]
+    assert response.json()["detail"].startswith("The test was not sent: Temporal did not answer")
+    assert "Its messages are recorded as failed; try again." in response.json()["detail"]
     async with sessions() as session:
         rows = (await session.scalars(select(Message))).all()
     assert len(rows) == 3 and {m.state for m in rows} == {MessageState.FAILED}
     assert inbox[0].messages == []
+
+
+async def test_a_test_whose_relay_stays_down_is_recorded_failed_after_its_retries(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings
+) -> None:
+    cid = await saved_campaign(api, tenant, [touchpoint(tenant, "Hi")])
+    settings.smtp_port = 1  # nothing listens there: every attempt is refused
+    response = await api.post(
+        f"/campaigns/{cid}/test", json={"recipients": ["me@acme.example"]}, headers=tenant.admin
+    )
+    assert response.status_code == 200, response.text
+    [send] = response.json()["sends"]
+    assert send["outcome"] == "failed"
+    assert send["error"].startswith("gave up after the last retry: ")
+    async with sessions() as session:
+        [message] = (await session.scalars(select(Message))).all()
+    assert (message.state, message.attempts) == (MessageState.FAILED, 3)

@@ -35,7 +35,7 @@ from tests.conftest import Tenant
 # many examples an operation: 20 to 35 s on a 2-core machine. The deadline is for a run
 # that hangs: it stops there, and fails.
 MAX_EXAMPLES = 10
-DEADLINE_SECONDS = 90.0
+DEADLINE_SECONDS = 50.0
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ def test_there_are_histories_to_replay() -> None:
         "nurture-v1-completed.json",
         "nurture-v1-paused.json",
         "nurture-v1-applied.json",
+        "campaign-test-v1-refused-send.json",
     } <= names
 
 
