@@ -76,7 +76,7 @@ async def main() -> None:
     engine = create_engine(settings.database_url)
     # Sends queue for a template process longer than a person at the API would wait:
     # a busy pool only slows a morning's dispatch, it must not spend its retries.
-    templates = TemplateSandbox(settings.render_processes, wait_seconds=60.0)
+    templates = TemplateSandbox(settings.render_processes, wait_seconds=30.0)
     activities = NurtureActivities(
         create_session_factory(engine), Mailer(settings), settings, client, templates
     )

@@ -291,11 +291,20 @@ class NurtureActivities:
             )
         except RenderError as error:
             # Saving checked the template, but not with this recipient's values (nor under
-            # the limits of an older version): what fails here fails on every retry.
-            await self._finish(
-                prepared.message_id, MessageState.FAILED, call, f"render: {clause(str(error))}"
+            # the limits of an older version): what fails here fails on every retry. Only
+            # from PREPARED: a late attempt must not undo what another one sent.
+            ended = await self._finish(
+                prepared.message_id,
+                MessageState.FAILED,
+                call,
+                f"render: {clause(str(error))}",
+                only_from=MessageState.PREPARED,
             )
-            return SendResult(SendOutcome.FAILED)
+            return SendResult(_OUTCOME_OF.get(ended, SendOutcome.FAILED))
+        except Exception as error:
+            # No template process free, say: the retry may render; the reason stays on record.
+            await self._set_state(prepared.message_id, None, f"render: {clause(str(error))}")
+            raise
 
         async def accepted() -> None:
             await self._last_check(prepared.message_id, call)
@@ -345,7 +354,7 @@ class NurtureActivities:
                 )
                 if cast(CursorResult[Any], taken).rowcount != 1:
                     message = await session.get_one(Message, message_id)
-                    raise _Superseded(_OUTCOME_OF.get(message.state, SendOutcome.FAILED))
+                    raise _Superseded(_settle(message, last_retry=False))
         if stop is not None:
             raise _Withdrawn(stop)
 
@@ -359,10 +368,20 @@ class NurtureActivities:
             await session.execute(update(Message).where(Message.id == message_id).values(values))
 
     async def _finish(
-        self, message_id: int, state: MessageState, call: SendTouchpoint | None, error: str | None
-    ) -> None:
+        self,
+        message_id: int,
+        state: MessageState,
+        call: SendTouchpoint | None,
+        error: str | None,
+        *,
+        only_from: MessageState | None = None,
+    ) -> MessageState:
+        """Record how the send ended (unless the message left `only_from` meanwhile) and
+        what comes next; answers the message's state."""
         async with self._sessions() as session, session.begin():
             message = await session.get_one(Message, message_id)
+            if only_from is not None and message.state is not only_from:
+                return message.state
             message.state, message.error = state, error
             if state is MessageState.SENT:
                 message.sent_at = _now()
@@ -370,6 +389,7 @@ class NurtureActivities:
                 enrolment = await session.get_one(Enrolment, call.enrolment_id)
                 if enrolment.run == call.run:
                     self._advance(enrolment, call)
+            return state
 
     @activity.defn(name="record_send_failure")
     async def record_send_failure(self, call: SendTouchpoint) -> None:

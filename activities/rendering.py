@@ -311,8 +311,17 @@ def _compile(source: str) -> _Compiled:
         return _Compiled(tree=tree, template=_text.from_string(counted))
     except RecursionError:
         raise _RefusalError(_NESTING) from None
+    except SyntaxError:
+        # Python's own compiler refuses 20 statically nested blocks, below our nesting limit.
+        raise _RefusalError(
+            "nests more blocks ({% for %}, {% if %}...) inside one another than the 20 "
+            "Python can compile"
+        ) from None
     except TemplateSyntaxError as error:
         raise _RefusalError(f"is not a valid template: {clause(error.message or '')}") from None
+    except (ValueError, OverflowError, MemoryError) as error:
+        # A literal Python cannot hold (an integer of more than 4,300 digits, say).
+        raise _RefusalError(f"is not a valid template: {clause(str(error))}") from None
 
 
 def _compiled(source: str, part: Part) -> _Compiled:

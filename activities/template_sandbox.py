@@ -35,7 +35,7 @@ from activities.rendering import (
     check_template,
     render_email,
 )
-from errors import UnavailableError, ValidationError
+from errors import UnavailableError, ValidationError, clause
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,8 @@ class TemplateSandbox:
         finally:
             self._idle.put_nowait(child)
         if "failed" in reply:
-            raise RuntimeError(f"The template process failed: {reply['failed']}")
+            # A template that trips something we did not foresee is refused, never a 500.
+            return {"refused": f"{what} cannot be rendered ({clause(reply['failed'])})."}
         return reply
 
     @staticmethod

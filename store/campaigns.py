@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from activities.template_sandbox import TemplateSandbox
@@ -317,16 +317,26 @@ async def test_messages(session: AsyncSession, message_ids: Sequence[int]) -> Se
 
 async def abandon_test_messages(
     session: AsyncSession, message_ids: Sequence[int], reason: str
-) -> None:
+) -> bool:
     """A test whose workflow did not finish: what it did not reach is failed, and what it
-    left mid-DATA unconfirmed, so that no test message waits for something to move it."""
-    ends = [
-        (MessageState.PREPARED, MessageState.FAILED, reason),
-        (MessageState.SENDING, MessageState.UNCONFIRMED, f"{reason}; it was mid-DATA"),
-    ]
-    for before, after, why in ends:
-        await session.execute(
-            update(Message)
-            .where(Message.id.in_(message_ids), Message.is_test, Message.state == before)
-            .values(state=after, error=why)
-        )
+    left mid-DATA unconfirmed, so that no test message waits for something to move it (an
+    attempt still running finds its claim gone and sends nothing). Answers whether any
+    message went out, or may have."""
+    rows = await session.scalars(
+        select(Message)
+        .where(Message.id.in_(message_ids), Message.is_test)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    went_out = False
+    for message in rows:
+        seen = f"; the last error was: {message.error}" if message.error else ""
+        if message.state is MessageState.PREPARED:
+            message.state, message.error = MessageState.FAILED, f"{reason}{seen}"
+        elif message.state is MessageState.SENDING:
+            message.state = MessageState.UNCONFIRMED
+            message.error = f"{reason}, while it was mid-DATA: it may have arrived"
+            went_out = True
+        else:
+            went_out = went_out or message.state is not MessageState.FAILED
+    return went_out

@@ -251,12 +251,15 @@ async def test_campaign(
             reason = f"its workflow could not run ({type(error).__name__})"
         # Nothing will move a test message the workflow did not reach: say how it ended.
         async with session.begin():
-            await store.abandon_test_messages(
+            went_out = await store.abandon_test_messages(
                 session, [m.id for m in messages], f"not sent: {reason}"
             )
-        raise UnavailableError(
-            f"The test was not sent: {reason}. Its messages are recorded as failed; try again."
-        ) from error
+        if not went_out:
+            raise UnavailableError(
+                f"The test was not sent: {reason}. Nothing went out and its messages are "
+                "recorded as failed; try again."
+            ) from error
+        # Some went out: trying again would send those twice, so say what happened to each.
     async with session.begin():
         ended = await store.test_messages(session, [m.id for m in messages])
     return CampaignTestOut(

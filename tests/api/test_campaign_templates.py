@@ -54,6 +54,18 @@ HOSTILE = [
         id="1100-nested-ifs",
     ),
     pytest.param(
+        # Within our nesting limit, past Python's own: 20 statically nested blocks.
+        "{% for a in [1] %}" * 21 + "x" + "{% endfor %}" * 21,
+        "The body of touchpoint 2 nests more blocks ({% for %}, {% if %}...) inside one "
+        "another than the 20 Python can compile.",
+        id="21-nested-fors",
+    ),
+    pytest.param(
+        "{{ " + "9" * 5000 + " }}",
+        "The body of touchpoint 2 is not a valid template: exceeds the limit (4300 digits)",
+        id="5000-digit-literal",
+    ),
+    pytest.param(
         "{% if 1 %}" * 2000 + "x" + "{% endif %}" * 2000,
         "should have at most 20000 characters",
         id="2000-nested-ifs",

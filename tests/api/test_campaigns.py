@@ -307,7 +307,10 @@ async def test_a_test_temporal_cannot_run_answers_503_and_leaves_no_message_prep
         )
     assert response.status_code == 503, response.text
     assert response.json()["detail"].startswith("The test was not sent: Temporal did not answer")
-    assert "Its messages are recorded as failed; try again." in response.json()["detail"]
+    assert (
+        "Nothing went out and its messages are recorded as failed; try again."
+        in (response.json()["detail"])
+    )
     async with sessions() as session:
         rows = (await session.scalars(select(Message))).all()
     assert len(rows) == 3 and {m.state for m in rows} == {MessageState.FAILED}

@@ -12,7 +12,7 @@ from activities.template_sandbox import TemplateSandbox
 from errors import ConflictError
 from store import campaigns as store
 from store.companies import get_company
-from store.models import CampaignStatus, Company, Format
+from store.models import CampaignStatus, Company, Format, Message, MessageState
 from store.session import SessionFactory
 from tests.conftest import Tenant
 from tests.snapshot import unchanged
@@ -144,3 +144,40 @@ async def test_a_save_goes_on_when_an_edit_meanwhile_changed_only_the_name(
     async with sessions() as session:
         campaign = await store.get_campaign(session, company.id, cid)
     assert (campaign.name, campaign.status) == ("Renamed", CampaignStatus.ACTIVE)
+
+
+async def test_a_test_given_up_fails_what_it_did_not_reach_and_says_whether_any_went_out(
+    sessions: SessionFactory, tenant: Tenant, templates: TemplateSandbox
+) -> None:
+    campaign_id = await draft(sessions, tenant, await company_of(sessions, tenant), templates)
+    states = [MessageState.PREPARED, MessageState.SENDING, MessageState.SENT]
+    async with sessions() as session, session.begin():
+        rows = [
+            Message(
+                company_id=tenant.company_id,
+                idempotency_key=f"test/x/{n}",
+                message_id=f"<{n}@nurture.test>",
+                campaign_id=campaign_id,
+                position=0,
+                is_test=True,
+                test_address="me@acme.example",
+                state=state,
+                error="ConnectionRefusedError: relay down" if n == 0 else None,
+            )
+            for n, state in enumerate(states)
+        ]
+        session.add_all(rows)
+    ids = [m.id for m in rows]
+    async with sessions() as session, session.begin():
+        assert await store.abandon_test_messages(session, ids[:1], "not sent: x") is False
+        assert await store.abandon_test_messages(session, ids, "not sent: x") is True
+    async with sessions() as session:
+        ended = [(m.state, m.error) for m in await store.test_messages(session, ids)]
+    assert ended == [
+        (
+            MessageState.FAILED,
+            "not sent: x; the last error was: ConnectionRefusedError: relay down",
+        ),
+        (MessageState.UNCONFIRMED, "not sent: x, while it was mid-DATA: it may have arrived"),
+        (MessageState.SENT, None),
+    ]
