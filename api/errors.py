@@ -216,4 +216,12 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(HTTPException, _routing)
     document = app.openapi
-    app.openapi = lambda: _truthful(document())  # type: ignore[method-assign]
+    truthful: list[dict[str, Any]] = []
+
+    def openapi() -> dict[str, Any]:
+        # Once: FastAPI caches its document, and this one is made from it.
+        if not truthful:
+            truthful.append(_truthful(document()))
+        return truthful[0]
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -113,6 +113,8 @@ def _nul_in(value: Any, where: str) -> str | None:
     """Where a NUL character hides in a request's text, if anywhere."""
     if isinstance(value, str):
         return where if "\x00" in value else None
+    if isinstance(value, Strict):
+        return None  # it checked its own fields when it was validated
     if isinstance(value, BaseModel):
         items: Any = ((f"{where}.{k}", v) for k, v in value)
     elif isinstance(value, dict):

@@ -65,8 +65,6 @@ async def receive_event(
     event_id = body.id or idempotency_key
     if not event_id:
         raise ValidationError("An event needs an id, or an Idempotency-Key header.")
-    if len(event_id) > 200:
-        raise ValidationError("An event id (or Idempotency-Key) has at most 200 characters.")
     reason = ExitReason(body.type.value)
     try:
         async with session.begin():
