@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-SOURCES := workflows activities api store worker.py config.py errors.py orchestration.py mailsink.py devstack.py
+SOURCES := workflows activities mail api store worker.py config.py errors.py orchestration.py mailsink.py devstack.py
 
 .PHONY: install run test lint bench
 install: $(VENV)/.installed

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # A campaign test waits this long for its sends, then answers 503 (no worker?).
     test_send_timeout_seconds: float = Field(default=90.0, gt=0)
 
+    # An unsubscribe or a removal answers once no e-mail to that candidate is still in
+    # flight, waiting at most this long (a worker frozen mid-send) before it answers.
+    exit_wait_seconds: float = Field(default=10.0, ge=0)
+
     # `make run` (devstack.py) serves the API and the Web UI on these ports.
     api_port: int = Field(default=8000, ge=1, le=65535)
     ui_port: int = Field(default=8233, ge=1, le=65535)
@@ -66,7 +70,7 @@ class Settings(BaseSettings):
     # its workflow tasks when flooded with starts).
     enrol_concurrency: int = 25
     # Child processes that check and render templates, in the API and in each worker
-    # (their limits are activities.rendering.LIMITS).
+    # (their limits are mail.rendering.LIMITS).
     render_processes: int = Field(default=2, ge=1)
 
     def check_for_service(self) -> None:

@@ -1,123 +1,202 @@
-"""How the service starts and signals workflows: ids, search attributes and summaries.
+"""The one place that drives workflows: starting, replacing, signalling and cancelling.
 
-Shared by the API (single adds, exits, pause and resume) and by the bulk-enrolment
-activity, so a workflow started either way looks the same in the Web UI.
+The API's routers and the activities call `Workflows`; nothing else calls the Temporal
+client. It builds the ids, search attributes and summaries (so a workflow looks the same in
+the Web UI however it was started), and it turns every Temporal error into one domain
+error, `WorkflowsUnavailableError`, which the API answers with 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from datetime import datetime, timedelta
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from store.models import Enrolment
+from errors import UnavailableError
+
+# Modules, not names: the enrolment batch's workflow imports the activity that imports us.
+from workflows import campaign_test, enrolment_batch
 from workflows.contracts import (
+    CampaignTestInput,
+    EnrolmentBatchInput,
     ExitReason,
     ExitSignal,
     NurtureInput,
-    NurturePlan,
     PauseSignal,
     ResumeSignal,
+    SendOutcome,
     nurture_workflow_id,
 )
 from workflows.nurture import CAMPAIGN_ID, CANDIDATE_ID, STATE, NurtureWorkflow
 from workflows.timing import first_send_at, local_label
 
 
-def nurture_input(enrolment: Enrolment, plan: NurturePlan) -> NurtureInput:
-    return NurtureInput(
-        company_id=enrolment.company_id,
-        campaign_id=enrolment.campaign_id,
-        candidate_id=enrolment.candidate_id,
-        enrolment_id=enrolment.id,
-        run=enrolment.run,
-        entered_at=enrolment.entered_at,
-        plan=plan,
-    )
+class WorkflowsUnavailableError(UnavailableError):
+    """Temporal did not do what was asked. `reason` says why, as a clause."""
+
+    def __init__(self, consequence: str, reason: str = "Temporal did not answer") -> None:
+        super().__init__(f"{consequence}: {reason}. Retrying is safe.")
+        self.reason = reason
 
 
-async def start_nurture(
-    client: Client,
-    task_queue: str,
-    input: NurtureInput,
-    *,
-    campaign_name: str,
-    replace_running: bool,
-) -> WorkflowHandle[NurtureWorkflow, object]:
-    """Start one recipient's workflow. `replace_running` ends a running one with the
-    same id: the store has just decided this enrolment, so a running workflow is stale (an
-    ended run whose exit signal is still on its way). Otherwise a running one is kept, which
-    makes a retried start harmless."""
-    first = input.plan.touchpoints[0]
-    due = first_send_at(input.entered_at, first.send_time, input.plan.time_zone)
-    count = len(input.plan.touchpoints)
-    return await client.start_workflow(
-        NurtureWorkflow.run,
-        input,
-        id=nurture_workflow_id(input.campaign_id, input.candidate_id),
-        task_queue=task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        id_conflict_policy=(
-            WorkflowIDConflictPolicy.TERMINATE_EXISTING
-            if replace_running
-            else WorkflowIDConflictPolicy.USE_EXISTING
-        ),
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(CAMPAIGN_ID, str(input.campaign_id)),
-                SearchAttributePair(CANDIDATE_ID, str(input.candidate_id)),
-                SearchAttributePair(STATE, "starting"),
-            ]
-        ),
-        static_summary=(
-            f"Campaign {input.campaign_id} “{campaign_name}”, candidate {input.candidate_id} "
-            f"(run {input.run}): {count} touchpoints, first due "
-            f"{local_label(due, input.plan.time_zone)}"
-        ),
-        run_timeout=None,
-        task_timeout=timedelta(seconds=10),
-    )
-
-
-async def _signal(client: Client, workflow_id: str, name: str, arg: object) -> bool:
-    """Signal a recipient's workflow; answers False when it has already ended."""
+@contextlib.asynccontextmanager
+async def _temporal(consequence: str) -> AsyncIterator[None]:
+    """The one translation of what the Temporal client raises."""
     try:
-        await client.get_workflow_handle(workflow_id).signal(name, arg)
+        yield
     except RPCError as error:
-        if error.status is RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return True
+        raise WorkflowsUnavailableError(
+            consequence, f"Temporal did not answer ({error.message})"
+        ) from error
+    except WorkflowAlreadyStartedError as error:
+        raise WorkflowsUnavailableError(
+            consequence, f"its workflow is already running ({error.workflow_id})"
+        ) from error
+    except RuntimeError as error:
+        if "client connect" not in str(error):
+            raise
+        raise WorkflowsUnavailableError(
+            consequence, "Temporal did not answer (no connection)"
+        ) from error
 
 
-async def signal_exit(
-    client: Client, ended: Iterable[tuple[int, int]], candidate_id: int, reason: ExitReason
-) -> None:
-    """Tell each ended enrolment's workflow, given as (campaign id, run)."""
-    await asyncio.gather(
-        *(
-            _signal(
-                client, nurture_workflow_id(campaign, candidate_id), "exit", ExitSignal(reason, run)
+class Workflows:
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self._client = client
+        self._task_queue = task_queue
+
+    async def start_nurture(
+        self,
+        input: NurtureInput,
+        *,
+        campaign_name: str,
+        replace_running: bool,
+        consequence: str = "The candidate was not added",
+    ) -> None:
+        """Start one recipient's workflow. `replace_running` ends a running one with the
+        same id: the store has just decided this enrolment, so a running workflow is stale
+        (an ended run whose exit signal is still on its way). Otherwise a running one is
+        kept, which makes a retried start harmless."""
+        first = input.plan.touchpoints[0]
+        due = first_send_at(input.entered_at, first.send_time, input.plan.time_zone)
+        count = len(input.plan.touchpoints)
+        async with _temporal(consequence):
+            await self._client.start_workflow(
+                NurtureWorkflow.run,
+                input,
+                id=nurture_workflow_id(input.campaign_id, input.candidate_id),
+                task_queue=self._task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=(
+                    WorkflowIDConflictPolicy.TERMINATE_EXISTING
+                    if replace_running
+                    else WorkflowIDConflictPolicy.USE_EXISTING
+                ),
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(CAMPAIGN_ID, str(input.campaign_id)),
+                        SearchAttributePair(CANDIDATE_ID, str(input.candidate_id)),
+                        SearchAttributePair(STATE, "starting"),
+                    ]
+                ),
+                static_summary=(
+                    f"Campaign {input.campaign_id} “{campaign_name}”, candidate "
+                    f"{input.candidate_id} (run {input.run}): {count} touchpoints, first due "
+                    f"{local_label(due, input.plan.time_zone)}"
+                ),
+                run_timeout=None,
+                task_timeout=timedelta(seconds=10),
             )
-            for campaign, run in ended
-        )
-    )
 
+    async def start_enrolment_batch(
+        self, batch_id: int, batch_key: str, *, added: int, campaign_id: int, campaign_name: str
+    ) -> None:
+        """The batch's id is its random key: a rolled-back batch's number can come again
+        (SQLite), and must not collide with the workflow it left behind."""
+        async with _temporal("No candidate was added"):
+            await self._client.start_workflow(
+                enrolment_batch.EnrolmentBatchWorkflow.run,
+                EnrolmentBatchInput(batch_id, batch_key),
+                id=f"enrolment-batch/{batch_key}",
+                task_queue=self._task_queue,
+                static_summary=(
+                    f"Starts {added} recipients of campaign {campaign_id} “{campaign_name}”"
+                ),
+            )
 
-async def signal_pause(client: Client, campaign_id: int, candidate_id: int, at: datetime) -> None:
-    await _signal(client, nurture_workflow_id(campaign_id, candidate_id), "pause", PauseSignal(at))
+    async def run_campaign_test(
+        self,
+        workflow_id: str,
+        input: CampaignTestInput,
+        *,
+        campaign_name: str,
+        timeout_seconds: float,
+    ) -> list[SendOutcome]:
+        """Runs a test and waits for it, at most `timeout_seconds`."""
+        async with _temporal("The test was not sent"):
+            try:
+                return await self._client.execute_workflow(
+                    campaign_test.CampaignTestWorkflow.run,
+                    input,
+                    id=workflow_id,
+                    task_queue=self._task_queue,
+                    static_summary=f"Test of campaign {input.campaign_id} “{campaign_name}”",
+                    execution_timeout=timedelta(seconds=timeout_seconds),
+                )
+            except WorkflowFailureError as error:
+                raise WorkflowsUnavailableError(
+                    "The test was not sent",
+                    f"no worker sent it within {timeout_seconds:g} seconds (is a worker running?)",
+                ) from error
 
+    async def _signal(self, workflow_id: str, name: str, arg: object) -> bool:
+        """Answers False when the workflow has already ended."""
+        try:
+            await self._client.get_workflow_handle(workflow_id).signal(name, arg)
+        except RPCError as error:
+            if error.status is RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
 
-async def signal_resume(client: Client, campaign_id: int, candidate_id: int, at: datetime) -> None:
-    await _signal(
-        client, nurture_workflow_id(campaign_id, candidate_id), "resume", ResumeSignal(at)
-    )
+    async def exit_nurtures(
+        self,
+        ended: Iterable[tuple[int, int]],
+        candidate_id: int,
+        reason: ExitReason,
+        *,
+        consequence: str,
+    ) -> None:
+        """Tell each ended enrolment's workflow, given as (campaign id, run)."""
+        async with _temporal(consequence):
+            await asyncio.gather(
+                *(
+                    self._signal(
+                        nurture_workflow_id(campaign, candidate_id), "exit", ExitSignal(reason, run)
+                    )
+                    for campaign, run in ended
+                )
+            )
+
+    async def pause_nurture(self, campaign_id: int, candidate_id: int, at: datetime) -> None:
+        async with _temporal("The pause is saved, but its workflow was not told yet"):
+            await self._signal(
+                nurture_workflow_id(campaign_id, candidate_id), "pause", PauseSignal(at)
+            )
+
+    async def resume_nurture(self, campaign_id: int, candidate_id: int, at: datetime) -> None:
+        async with _temporal("The resume is saved, but its workflow was not told yet"):
+            await self._signal(
+                nurture_workflow_id(campaign_id, candidate_id), "resume", ResumeSignal(at)
+            )

@@ -6,18 +6,20 @@ import asyncio
 import dataclasses
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.mail import Mailer
+from activities.enrolment import EnrolmentActivities
 from activities.nurture import NurtureActivities
-from activities.template_sandbox import TemplateSandbox
 from config import Settings
-from store.session import create_engine, create_session_factory
+from mail.sandbox import TemplateSandbox
+from mail.smtp import Mailer
+from orchestration import Workflows
+from store.session import SessionFactory, create_engine, create_session_factory
 from workflows.campaign_test import CampaignTestWorkflow
 from workflows.enrolment_batch import EnrolmentBatchWorkflow
 from workflows.nurture import NurtureWorkflow
@@ -39,24 +41,36 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def activity_list(activities: NurtureActivities) -> list[Any]:
+def activities_of(
+    sessions: SessionFactory,
+    mailer: Mailer,
+    settings: Settings,
+    client: Client,
+    templates: TemplateSandbox,
+) -> list[Callable[..., Any]]:
+    """Every activity of the service, one class per job."""
+    nurture = NurtureActivities(sessions, mailer, settings, templates)
+    enrolment = EnrolmentActivities(sessions, settings, Workflows(client, settings.task_queue))
     return [
-        activities.send_touchpoint,
-        activities.record_send_failure,
-        activities.send_test_message,
-        activities.record_test_failure,
-        activities.start_enrolments,
+        nurture.send_touchpoint,
+        nurture.record_send_failure,
+        nurture.send_test_message,
+        nurture.record_test_failure,
+        enrolment.start_enrolments,
     ]
 
 
 def build_worker(
-    client: Client, settings: Settings, activities: NurtureActivities, task_queue: str | None = None
+    client: Client,
+    settings: Settings,
+    activities: Sequence[Callable[..., Any]],
+    task_queue: str | None = None,
 ) -> Worker:
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=activity_list(activities),
+        activities=activities,
         workflow_runner=workflow_runner(),
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
@@ -77,7 +91,7 @@ async def main() -> None:
     # Sends queue for a template process longer than a person at the API would wait:
     # a busy pool only slows a morning's dispatch, it must not spend its retries.
     templates = TemplateSandbox(settings.render_processes, wait_seconds=30.0)
-    activities = NurtureActivities(
+    activities = activities_of(
         create_session_factory(engine), Mailer(settings), settings, client, templates
     )
     worker = build_worker(client, settings, activities)

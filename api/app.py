@@ -10,11 +10,12 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from temporalio.client import Client
 
-from activities.template_sandbox import TemplateSandbox
 from api import errors
 from api.deps import Clock
 from api.routers import campaigns, candidates, events, mailbox, recipients, unsubscribe
 from config import Settings
+from mail.sandbox import TemplateSandbox
+from orchestration import Workflows
 from store.session import SessionFactory, create_engine, create_session_factory
 
 DESCRIPTION = """
@@ -49,9 +50,10 @@ def create_app(
             app.state.sessions = create_session_factory(engine)
         else:
             app.state.sessions = sessions
-        app.state.temporal = temporal or await Client.connect(
+        client = temporal or await Client.connect(
             settings.temporal_address, namespace=settings.temporal_namespace
         )
+        app.state.workflows = Workflows(client, settings.task_queue)
         own_templates = None
         if templates is None:
             own_templates = TemplateSandbox(settings.render_processes)

@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client
 
-from activities.template_sandbox import TemplateSandbox
 from config import Settings
 from errors import AddOnDisabledError, AuthenticationError, PermissionDeniedError
+from mail.sandbox import TemplateSandbox
+from orchestration import Workflows
 from store.companies import Caller, caller_for_key, get_company
 from store.models import Company, Role
 from store.session import SessionFactory
@@ -39,9 +39,9 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
-def _temporal(request: Request) -> Client:
-    client: Client = request.app.state.temporal
-    return client
+def _workflows(request: Request) -> Workflows:
+    workflows: Workflows = request.app.state.workflows
+    return workflows
 
 
 async def _now(request: Request) -> datetime:
@@ -97,7 +97,8 @@ async def _campaign_admin(request: Request, caller: Annotated[Caller, Depends(_c
 
 SessionDep = Annotated[AsyncSession, Depends(_session)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
-TemporalDep = Annotated[Client, Depends(_temporal)]
+WorkflowsDep = Annotated[Workflows, Depends(_workflows)]
+SessionsDep = Annotated[SessionFactory, Depends(_sessions)]
 NowDep = Annotated[datetime, Depends(_now)]
 CallerDep = Annotated[Caller, Depends(_caller)]
 UserDep = Annotated[Caller, Depends(_user)]

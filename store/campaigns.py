@@ -9,14 +9,16 @@ from datetime import datetime, time
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from activities.template_sandbox import TemplateSandbox
 from errors import ConflictError, NotFoundError, ValidationError
+from mail.sandbox import TemplateSandbox
+from store.messages import end_unfinished
 from store.models import (
     Campaign,
     CampaignStatus,
     Company,
     Format,
     Message,
+    MessageSource,
     MessageState,
     Touchpoint,
     User,
@@ -308,7 +310,7 @@ async def test_messages(session: AsyncSession, message_ids: Sequence[int]) -> Se
     """A test's messages as they ended, in the order they were written."""
     rows = await session.scalars(
         select(Message)
-        .where(Message.id.in_(message_ids), Message.is_test)
+        .where(Message.id.in_(message_ids), Message.source_kind == MessageSource.TEST)
         .order_by(Message.id)
         .execution_options(populate_existing=True)
     )
@@ -318,25 +320,17 @@ async def test_messages(session: AsyncSession, message_ids: Sequence[int]) -> Se
 async def abandon_test_messages(
     session: AsyncSession, message_ids: Sequence[int], reason: str
 ) -> bool:
-    """A test whose workflow did not finish: what it did not reach is failed, and what it
-    left mid-DATA unconfirmed, so that no test message waits for something to move it (an
-    attempt still running finds its claim gone and sends nothing). Answers whether any
-    message went out, or may have."""
+    """A test whose workflow did not finish: no test message waits for something to move
+    it (store.messages.end_unfinished; an attempt still running finds its claim gone and
+    sends nothing). Answers whether any message went out, or may have."""
     rows = await session.scalars(
         select(Message)
-        .where(Message.id.in_(message_ids), Message.is_test)
+        .where(Message.id.in_(message_ids), Message.source_kind == MessageSource.TEST)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
     went_out = False
     for message in rows:
-        seen = f"; the last error was: {message.error}" if message.error else ""
-        if message.state is MessageState.PREPARED:
-            message.state, message.error = MessageState.FAILED, f"{reason}{seen}"
-        elif message.state is MessageState.SENDING:
-            message.state = MessageState.UNCONFIRMED
-            message.error = f"{reason}, while it was mid-DATA: it may have arrived"
-            went_out = True
-        else:
-            went_out = went_out or message.state is not MessageState.FAILED
+        end_unfinished(message, reason)
+        went_out = went_out or message.state in (MessageState.SENT, MessageState.UNCONFIRMED)
     return went_out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -44,10 +43,13 @@ async def update_candidate(
     return candidate
 
 
-async def get_candidate(session: AsyncSession, company_id: int, candidate_id: int) -> Candidate:
-    candidate = await session.scalar(
-        select(Candidate).where(Candidate.company_id == company_id, Candidate.id == candidate_id)
+async def get_candidate(
+    session: AsyncSession, company_id: int, candidate_id: int, *, lock: bool = False
+) -> Candidate:
+    query = select(Candidate).where(
+        Candidate.company_id == company_id, Candidate.id == candidate_id
     )
+    candidate = await session.scalar(query.with_for_update() if lock else query)
     if candidate is None:
         raise NotFoundError(f"Candidate {candidate_id} does not exist.")
     return candidate
@@ -60,12 +62,3 @@ async def list_candidates(
     total = await session.scalar(select(func.count()).select_from(scope.subquery()))
     rows = await session.scalars(scope.order_by(Candidate.id).limit(limit).offset(offset))
     return rows.all(), total or 0
-
-
-async def mark_unsubscribed(
-    session: AsyncSession, company_id: int, candidate_id: int, at: datetime
-) -> Candidate:
-    candidate = await get_candidate(session, company_id, candidate_id)
-    if candidate.unsubscribed_at is None:
-        candidate.unsubscribed_at = at
-    return candidate

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from errors import ConflictError, NotFoundError
+from store import candidates as candidate_store
 from store.models import (
     Campaign,
     CampaignStatus,
@@ -27,7 +28,7 @@ from store.models import (
     Touchpoint,
 )
 from workflows import timing
-from workflows.contracts import ExitReason
+from workflows.contracts import ExitReason, NurtureInput, NurturePlan
 
 _CHUNK = 500
 STAYING = (RecipientStatus.ACTIVE, RecipientStatus.PAUSED)
@@ -264,6 +265,19 @@ async def remove_recipient(
     return enrolment
 
 
+async def end_campaigns(
+    session: AsyncSession, company_id: int, candidate_id: int, reason: ExitReason, now: datetime
+) -> list[tuple[int, int]]:
+    """What an event or an unsubscribe ends, in the open transaction: the campaigns this
+    reason ends, and an unsubscription recorded. The candidate row is locked before the
+    enrolments, in the order a send's last check takes them. Answers the (campaign, run)
+    of each enrolment ended, to signal once the caller has committed."""
+    candidate = await candidate_store.get_candidate(session, company_id, candidate_id, lock=True)
+    if reason is ExitReason.UNSUBSCRIBED and candidate.unsubscribed_at is None:
+        candidate.unsubscribed_at = now
+    return await exit_candidate(session, company_id, candidate_id, reason, now)
+
+
 async def exit_candidate(
     session: AsyncSession, company_id: int, candidate_id: int, reason: ExitReason, now: datetime
 ) -> list[tuple[int, int]]:
@@ -355,4 +369,16 @@ async def mark_started(session: AsyncSession, enrolment_ids: Iterable[int], now:
         update(Enrolment)
         .where(Enrolment.id.in_(list(enrolment_ids)))
         .values(workflow_started_at=now)
+    )
+
+
+def nurture_input(enrolment: Enrolment, plan: NurturePlan) -> NurtureInput:
+    return NurtureInput(
+        company_id=enrolment.company_id,
+        campaign_id=enrolment.campaign_id,
+        candidate_id=enrolment.candidate_id,
+        enrolment_id=enrolment.id,
+        run=enrolment.run,
+        entered_at=enrolment.entered_at,
+        plan=plan,
     )

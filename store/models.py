@@ -54,8 +54,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-# Workflows carry ids: on SQLite too, an id once given (even by a transaction that rolled
-# back) is never given again, as PostgreSQL's sequences guarantee.
+# An id once given by a committed row is never given again on SQLite either (AUTOINCREMENT).
+# One given by a transaction that rolled back can be: SQLite's sqlite_sequence rolls back
+# with it, unlike PostgreSQL's sequences. So no workflow id is built from an id that is
+# handed out before the commit of the transaction that makes it (see EnrolmentBatch.key).
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
@@ -110,14 +112,27 @@ class RecipientStatus(enum.StrEnum):
 
 
 class MessageState(enum.StrEnum):
-    """A message's life: prepared before SMTP, sending once the peer took the recipient,
-    sent after its 250; unconfirmed when a retry found it mid-DATA (RFC 1047 window)."""
+    """A message's life (activities/sending.py moves it, each step a compare-and-set on
+    the state and the attempt holding it): prepared before SMTP; sending from the moment
+    the peer holds the whole content and only the final dot is left; sent after the
+    peer's 250. It ends unconfirmed when it may or may not have reached the peer (the RFC
+    1047 window), failed when it cannot, withdrawn when the store said stop first."""
 
     PREPARED = "prepared"
     SENDING = "sending"
     SENT = "sent"
     UNCONFIRMED = "unconfirmed"
     FAILED = "failed"
+    WITHDRAWN = "withdrawn"
+
+
+class MessageSource(enum.StrEnum):
+    """What an e-mail is for: it names the row `source_id` points at."""
+
+    # A campaign's touchpoint to a recipient; source_id is the campaign.
+    TOUCHPOINT = "touchpoint"
+    # A campaign's touchpoint to a test address; source_id is the campaign.
+    TEST = "test"
 
 
 def _enum(cls: type[enum.StrEnum]) -> Enum:
@@ -234,10 +249,12 @@ class Enrolment(CompanyOwned):
 
 
 class EnrolmentBatch(CompanyOwned):
-    """A bulk add whose workflows are started in the background, paced."""
+    """A bulk add whose workflows are started in the background, paced. Its workflow id
+    is built from `key`, random, since a rolled-back id can be handed out again."""
 
     __tablename__ = "enrolment_batches"
 
+    key: Mapped[str] = mapped_column(String(32), unique=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
     added: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -251,14 +268,18 @@ class Message(CompanyOwned):
 
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     message_id: Mapped[str] = mapped_column(String(255))
-    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    source_kind: Mapped[MessageSource] = mapped_column(_enum(MessageSource))
+    source_id: Mapped[int] = mapped_column(Integer)
+    # A campaign's e-mails name it and their touchpoint, for its numbers and its tests.
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaigns.id"), index=True)
+    position: Mapped[int | None] = mapped_column(Integer)
     candidate_id: Mapped[int | None] = mapped_column(ForeignKey("candidates.id"), index=True)
-    enrolment_id: Mapped[int | None] = mapped_column(ForeignKey("enrolments.id"))
-    position: Mapped[int] = mapped_column(Integer)
-    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
+    enrolment_id: Mapped[int | None] = mapped_column(ForeignKey("enrolments.id"), index=True)
     # Only test sends name their address here; a real send goes to the candidate's.
     test_address: Mapped[str | None] = mapped_column(String(320))
     state: Mapped[MessageState] = mapped_column(_enum(MessageState))
+    # The activity attempt that holds the message: only it may move it on (fencing).
+    holder: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     scheduled_at: Mapped[datetime | None] = mapped_column()

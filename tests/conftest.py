@@ -31,16 +31,15 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.mail import Mailer
-from activities.nurture import NurtureActivities
-from activities.template_sandbox import TemplateSandbox
 from api.app import create_app
 from config import Settings
+from mail.sandbox import TemplateSandbox
+from mail.smtp import Mailer
 from store.companies import create_company, create_user, issue_api_key
 from store.migrate import upgrade
 from store.models import Base, Enrolment, Role
 from store.session import SessionFactory, create_engine, create_session_factory
-from worker import build_worker
+from worker import activities_of, build_worker
 from workflows.contracts import nurture_workflow_id
 from workflows.nurture import SEARCH_ATTRIBUTES
 
@@ -332,7 +331,7 @@ async def api(
     )
     async with AsyncExitStack() as stack:
         if request.node.get_closest_marker("own_worker") is None:
-            activities = NurtureActivities(sessions, mailer, settings, env.client, templates)
+            activities = activities_of(sessions, mailer, settings, env.client, templates)
             await stack.enter_async_context(build_worker(env.client, settings, activities))
         await stack.enter_async_context(app.router.lifespan_context(app))
         yield await stack.enter_async_context(

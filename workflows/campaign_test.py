@@ -10,7 +10,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.nurture import NurtureActivities
     from workflows.contracts import CampaignTestInput, SendOutcome
+    from workflows.nurture import SEND_HEARTBEAT
 
 TEST_SEND_ATTEMPTS = 3
 
@@ -26,23 +28,20 @@ class CampaignTestWorkflow:
 
     async def _send(self, message_id: int) -> SendOutcome:
         try:
-            outcome: SendOutcome = await workflow.execute_activity(
-                "send_test_message",
+            return await workflow.execute_activity_method(
+                NurtureActivities.send_test_message,
                 message_id,
-                result_type=SendOutcome,
                 start_to_close_timeout=timedelta(minutes=1),
+                heartbeat_timeout=SEND_HEARTBEAT,
                 retry_policy=RetryPolicy(maximum_attempts=TEST_SEND_ATTEMPTS),
             )
-            return outcome
         except ActivityError:
             # Before this patch a failed test send failed the workflow and left its message
             # `prepared` for good; now the store records how it ended.
             if not workflow.patched("record-test-failure"):
                 raise
-        ended: SendOutcome = await workflow.execute_activity(
-            "record_test_failure",
+        return await workflow.execute_activity_method(
+            NurtureActivities.record_test_failure,
             message_id,
-            result_type=SendOutcome,
             start_to_close_timeout=timedelta(seconds=30),
         )
-        return ended

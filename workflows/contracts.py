@@ -30,6 +30,8 @@ class SendOutcome(StrEnum):
     # The peer may have taken it before a crash: not sent again (RFC 1047 window).
     UNCONFIRMED = "unconfirmed"
     FAILED = "failed"
+    # The store said stop before it went: the recipient left (LEFT says so too).
+    WITHDRAWN = "withdrawn"
     PAUSED = "paused"
     LEFT = "left"
 
@@ -122,7 +124,11 @@ class CampaignTestInput:
 
 @dataclass(frozen=True)
 class EnrolmentBatchInput:
+    """`key` is the batch's own (random): its id alone may be handed out again after a
+    rollback (SQLite), and then names another batch."""
+
     batch_id: int
+    key: str | None = None
 
 
 def nurture_workflow_id(campaign_id: int, candidate_id: int) -> str:

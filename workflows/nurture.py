@@ -9,6 +9,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.nurture import NurtureActivities
     from workflows import timing
     from workflows.contracts import (
         ExitReason,
@@ -28,6 +29,7 @@ STATE = SearchAttributeKey.for_keyword("NurtureState")
 NEXT_SEND_AT = SearchAttributeKey.for_datetime("NurtureNextSendAt")
 SEARCH_ATTRIBUTES = (CAMPAIGN_ID, CANDIDATE_ID, STATE, NEXT_SEND_AT)
 
+SEND_HEARTBEAT = timedelta(seconds=10)
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=10),
     backoff_coefficient=2.0,
@@ -127,20 +129,20 @@ class NurtureWorkflow:
             next_send_at=following_due,
         )
         try:
-            result: SendResult = await workflow.execute_activity(
-                "send_touchpoint",
+            return await workflow.execute_activity_method(
+                NurtureActivities.send_touchpoint,
                 call,
-                result_type=SendResult,
                 start_to_close_timeout=timedelta(minutes=2),
+                # The send heartbeats: a killed or frozen worker is noticed in seconds.
+                heartbeat_timeout=SEND_HEARTBEAT,
                 schedule_to_close_timeout=timedelta(days=1),
                 retry_policy=SEND_RETRY,
                 summary=f"send touchpoint {position + 1}",
             )
-            return result
         except ActivityError:
             # A day of retries did not get it out: record it as failed, and move on.
-            await workflow.execute_activity(
-                "record_send_failure",
+            await workflow.execute_activity_method(
+                NurtureActivities.record_send_failure,
                 call,
                 start_to_close_timeout=timedelta(minutes=1),
                 summary=f"record touchpoint {position + 1} as failed",

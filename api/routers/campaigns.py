@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import time, timedelta
+from datetime import time
 
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import WorkflowFailureError
-from temporalio.service import RPCError
 
-from activities.mail import message_id_for
 from api.deps import (
     CampaignAdminDep,
     NowDep,
     SessionDep,
     SettingsDep,
     TemplatesDep,
-    TemporalDep,
+    WorkflowsDep,
 )
 from api.errors import answers
 from api.schemas import (
@@ -34,10 +31,19 @@ from api.schemas import (
     TouchpointOut,
 )
 from errors import UnavailableError
+from mail.message import message_id_for
+from orchestration import WorkflowsUnavailableError
 from store import campaigns as store
 from store.candidates import get_candidate
-from store.models import Campaign, Company, ExitOption, Message, MessageState, Touchpoint
-from workflows.campaign_test import CampaignTestWorkflow
+from store.models import (
+    Campaign,
+    Company,
+    ExitOption,
+    Message,
+    MessageSource,
+    MessageState,
+    Touchpoint,
+)
 from workflows.contracts import CampaignTestInput
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=answers(401, 403))
@@ -193,7 +199,7 @@ async def test_campaign(
     body: CampaignTest,
     company: CampaignAdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    workflows: WorkflowsDep,
     settings: SettingsDep,
     templates: TemplatesDep,
 ) -> CampaignTestOut:
@@ -216,10 +222,11 @@ async def test_campaign(
                 message_id=message_id_for(
                     f"test/{campaign.id}/{run}/{t.position}/{n}", settings.mail_domain
                 ),
+                source_kind=MessageSource.TEST,
+                source_id=campaign.id,
                 campaign_id=campaign.id,
                 candidate_id=body.candidate_id,
                 position=t.position,
-                is_test=True,
                 test_address=str(address),
                 state=MessageState.PREPARED,
             )
@@ -229,26 +236,14 @@ async def test_campaign(
         session.add_all(messages)
     workflow_id = f"campaign-test/{campaign.id}/{run}"
     try:
-        await temporal.execute_workflow(
-            CampaignTestWorkflow.run,
+        await workflows.run_campaign_test(
+            workflow_id,
             CampaignTestInput(campaign_id=campaign.id, message_ids=tuple(m.id for m in messages)),
-            id=workflow_id,
-            task_queue=settings.task_queue,
-            static_summary=f"Test of campaign {campaign.id} “{campaign.name}”",
-            execution_timeout=timedelta(seconds=settings.test_send_timeout_seconds),
+            campaign_name=campaign.name,
+            timeout_seconds=settings.test_send_timeout_seconds,
         )
-    except Exception as error:
-        if isinstance(error, RPCError):
-            reason = f"Temporal did not answer ({error.message})"
-        elif isinstance(error, RuntimeError) and "client connect" in str(error):
-            reason = "Temporal did not answer (no connection)"
-        elif isinstance(error, WorkflowFailureError):
-            reason = (
-                f"no worker sent it within {settings.test_send_timeout_seconds:g} seconds "
-                "(is a worker running?)"
-            )
-        else:
-            reason = f"its workflow could not run ({type(error).__name__})"
+    except WorkflowsUnavailableError as error:
+        reason = error.reason
         # Nothing will move a test message the workflow did not reach: say how it ended.
         async with session.begin():
             went_out = await store.abandon_test_messages(
@@ -266,7 +261,7 @@ async def test_campaign(
         workflow_id=workflow_id,
         sends=[
             TestSendOut(
-                touchpoint=m.position + 1,
+                touchpoint=(m.position or 0) + 1,
                 to=m.test_address or "",
                 outcome=m.state.value,
                 error=m.error if m.state is not MessageState.SENT else None,

@@ -2,52 +2,44 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client
-from temporalio.service import RPCError
 
-import orchestration
-from api.deps import NowDep, ServiceDep, SessionDep, TemporalDep
+from api.deps import NowDep, ServiceDep, SessionDep, SessionsDep, SettingsDep, WorkflowsDep
 from api.errors import answers
 from api.idempotency import IdempotencyKey
 from api.schemas import EventIn, EventOut, EventType
-from errors import ConflictError, UnavailableError, ValidationError
-from store import candidates as candidate_store
+from config import Settings
+from errors import ConflictError, ValidationError
+from orchestration import Workflows
 from store import enrolments as enrolment_store
 from store import events as store
+from store.messages import wait_for_sends
+from store.session import SessionFactory
 from workflows.contracts import ExitReason
 
 router = APIRouter(prefix="/events", tags=["events"], responses=answers(401, 403, 422))
 
 
-async def end_campaigns(
-    session: AsyncSession,
+async def tell_exits(
+    workflows: Workflows,
+    sessions: SessionFactory,
+    settings: Settings,
     company_id: int,
+    ended: list[tuple[int, int]],
     candidate_id: int,
     reason: ExitReason,
-    now: datetime,
-) -> list[tuple[int, int]]:
-    """In the open transaction: the store ends the campaigns this reason ends (and records
-    an unsubscription). Answers the campaigns to signal once the caller has committed."""
-    if reason is ExitReason.UNSUBSCRIBED:
-        await candidate_store.mark_unsubscribed(session, company_id, candidate_id, now)
-    return await enrolment_store.exit_candidate(session, company_id, candidate_id, reason, now)
-
-
-async def tell_exits(
-    temporal: Client, ended: list[tuple[int, int]], candidate_id: int, reason: ExitReason
 ) -> None:
-    try:
-        await orchestration.signal_exit(temporal, ended, candidate_id, reason)
-    except RPCError as error:
-        raise UnavailableError(
-            f"The event is recorded and no e-mail will go out, but the workflows were not told "
-            f"yet ({error.message}); send the same event again."
-        ) from error
+    """After the commit: tell the workflows, and answer only once no e-mail to the
+    candidate is still on its way to the peer (bounded), so that nothing arrives after the
+    answer."""
+    await workflows.exit_nurtures(
+        ended, candidate_id, reason,
+        consequence="The event is recorded and no e-mail will go out, but the workflows were "
+        "not told yet; send the same event again",
+    )  # fmt: skip
+    if ended:
+        await wait_for_sends(sessions, company_id, candidate_id, seconds=settings.exit_wait_seconds)
 
 
 @router.post("", response_model=EventOut, responses=answers(404, 409, 503))
@@ -55,7 +47,9 @@ async def receive_event(
     body: EventIn,
     caller: ServiceDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    workflows: WorkflowsDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
     now: NowDep,
     idempotency_key: IdempotencyKey = None,
 ) -> EventOut:
@@ -78,8 +72,7 @@ async def receive_event(
                 ended = [(campaign, run) for campaign, run in seen.ended.get("ended", [])]
                 duplicate = True
             else:
-                await candidate_store.get_candidate(session, caller.company_id, body.candidate_id)
-                ended = await end_campaigns(
+                ended = await enrolment_store.end_campaigns(
                     session, caller.company_id, body.candidate_id, reason, now
                 )
                 await store.record_event(
@@ -97,7 +90,9 @@ async def receive_event(
             f"Event '{event_id}' is being recorded by another request; retry in a moment."
         ) from None
     # A repeat signals again: the first answer may have been a 5xx after the commit.
-    await tell_exits(temporal, ended, body.candidate_id, reason)
+    await tell_exits(
+        workflows, sessions, settings, caller.company_id, ended, body.candidate_id, reason
+    )
     return EventOut(
         event_id=event_id,
         type=EventType(body.type),

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Response
 from sqlalchemy import func, select
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 
-import orchestration
-from api.deps import CampaignAdminDep, NowDep, SessionDep, SettingsDep, TemporalDep
+from api.deps import (
+    CampaignAdminDep,
+    NowDep,
+    SessionDep,
+    SessionsDep,
+    SettingsDep,
+    WorkflowsDep,
+)
 from api.errors import answers
 from api.schemas import (
     AddOut,
@@ -25,13 +30,13 @@ from api.schemas import (
     RecipientPage,
     RecipientsAdd,
 )
-from errors import ConflictError, NotFoundError, UnavailableError, clause
+from errors import ConflictError, NotFoundError, clause
 from store import campaigns as campaign_store
 from store import enrolments as store
 from store.enrolments import AddResult, AddVerdict, RefusalReason
+from store.messages import wait_for_sends
 from store.models import Company, Enrolment, EnrolmentBatch, RecipientStatus
-from workflows.contracts import EnrolmentBatchInput, ExitReason
-from workflows.enrolment_batch import EnrolmentBatchWorkflow
+from workflows.contracts import ExitReason
 
 router = APIRouter(
     prefix="/campaigns/{campaign_id}/recipients",
@@ -49,18 +54,6 @@ def _out(verdict: AddVerdict) -> AddOut:
     )
 
 
-async def _tell(signal: Awaitable[object], what: str) -> None:
-    """Signal after the commit: the store already decided, so a failure only delays the
-    workflow hearing of it, and the request is safe to retry."""
-    try:
-        await signal
-    except RPCError as error:
-        raise UnavailableError(
-            f"The {what} is saved, but its workflow was not told yet ({error.message}); "
-            "retrying this request is safe."
-        ) from error
-
-
 @router.post(
     "",
     response_model=AddOut,
@@ -76,8 +69,7 @@ async def add_recipient(
     response: Response,
     company: CampaignAdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    workflows: WorkflowsDep,
     now: NowDep,
 ) -> AddOut:
     """Adds one candidate and starts their workflow before committing: if the start fails,
@@ -100,19 +92,11 @@ async def add_recipient(
             return _out(verdict)
         assert verdict.enrolment is not None
         plan = campaign_store.plan_of(company, campaign, touchpoints)
-        try:
-            await orchestration.start_nurture(
-                temporal,
-                settings.task_queue,
-                orchestration.nurture_input(verdict.enrolment, plan),
-                campaign_name=campaign.name,
-                replace_running=True,
-            )
-        except (RPCError, WorkflowAlreadyStartedError) as error:
-            raise UnavailableError(
-                f"The candidate was not added: the workflow could not start ({error}). "
-                "Retrying is safe."
-            ) from error
+        await workflows.start_nurture(
+            store.nurture_input(verdict.enrolment, plan),
+            campaign_name=campaign.name,
+            replace_running=True,
+        )
         verdict.enrolment.workflow_started_at = now
     return _out(verdict)
 
@@ -123,8 +107,7 @@ async def add_recipients(
     body: RecipientsAdd,
     company: CampaignAdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
-    settings: SettingsDep,
+    workflows: WorkflowsDep,
     now: NowDep,
 ) -> BulkAddOut:
     """One result per candidate. The enrolments are saved at once; their workflows are
@@ -132,7 +115,9 @@ async def add_recipients(
     async with session.begin():
         campaign = await campaign_store.get_campaign(session, company.id, campaign_id)
         touchpoints = await campaign_store.list_touchpoints(session, campaign.id)
-        batch = EnrolmentBatch(company_id=company.id, campaign_id=campaign.id, added=0)
+        batch = EnrolmentBatch(
+            company_id=company.id, campaign_id=campaign.id, key=uuid.uuid4().hex, added=0
+        )
         session.add(batch)
         await session.flush()
         verdicts = await store.add_recipients(
@@ -145,22 +130,10 @@ async def add_recipients(
         batch.added = counts[AddResult.ADDED]
         batch_id: int | None = batch.id
         if batch.added:
-            try:
-                await temporal.start_workflow(
-                    EnrolmentBatchWorkflow.run,
-                    EnrolmentBatchInput(batch.id),
-                    id=f"enrolment-batch/{batch.id}",
-                    task_queue=settings.task_queue,
-                    static_summary=(
-                        f"Starts {batch.added} recipients of campaign {campaign.id} "
-                        f"“{campaign.name}”"
-                    ),
-                )
-            except (RPCError, WorkflowAlreadyStartedError) as error:
-                raise UnavailableError(
-                    f"No candidate was added: the enrolment could not start ({error}). "
-                    "Retrying is safe."
-                ) from error
+            await workflows.start_enrolment_batch(
+                batch.id, batch.key, added=batch.added, campaign_id=campaign.id,
+                campaign_name=campaign.name,
+            )  # fmt: skip
         else:
             await session.delete(batch)
             batch_id = None
@@ -256,13 +229,13 @@ async def _change(
     company: Company,
     change: Callable[[], Awaitable[Enrolment]],
     tell: Callable[[Enrolment], Awaitable[None]],
-    what: str,
 ) -> RecipientOut:
-    """The store decides in one transaction; its workflow hears of it after the commit."""
+    """The store decides in one transaction; its workflow hears of it after the commit
+    (a failure to tell it only delays that: the request is safe to retry)."""
     async with session.begin():
         enrolment = await change()
         out = await _one(session, company, enrolment)
-    await _tell(tell(enrolment), what)
+    await tell(enrolment)
     return out
 
 
@@ -274,7 +247,7 @@ async def pause_recipient(
     candidate_id: PathId,
     company: CampaignAdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    workflows: WorkflowsDep,
     now: NowDep,
 ) -> RecipientOut:
     """Temporarily out of the campaign: nothing is sent until resumed."""
@@ -282,10 +255,7 @@ async def pause_recipient(
         session,
         company,
         lambda: store.pause_recipient(session, company.id, campaign_id, candidate_id, now),
-        lambda e: orchestration.signal_pause(
-            temporal, campaign_id, candidate_id, e.paused_at or now
-        ),
-        "pause",
+        lambda e: workflows.pause_nurture(campaign_id, candidate_id, e.paused_at or now),
     )
 
 
@@ -295,7 +265,7 @@ async def resume_recipient(
     candidate_id: PathId,
     company: CampaignAdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    workflows: WorkflowsDep,
     now: NowDep,
 ) -> RecipientOut:
     """The wait left at pause continues from now, then snaps to the touchpoint's send time."""
@@ -303,10 +273,7 @@ async def resume_recipient(
         session,
         company,
         lambda: store.resume_recipient(session, company, campaign_id, candidate_id, now),
-        lambda e: orchestration.signal_resume(
-            temporal, campaign_id, candidate_id, e.resumed_at or now
-        ),
-        "resume",
+        lambda e: workflows.resume_nurture(campaign_id, candidate_id, e.resumed_at or now),
     )
 
 
@@ -316,16 +283,27 @@ async def remove_recipient(
     candidate_id: PathId,
     company: CampaignAdminDep,
     session: SessionDep,
-    temporal: TemporalDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    workflows: WorkflowsDep,
     now: NowDep,
 ) -> RecipientOut:
-    """The recipient leaves with reason `removed`; nothing more is sent, even if due."""
+    """The recipient leaves with reason `removed`; nothing more is sent, even if due. It
+    answers once no e-mail of theirs in this campaign is still on its way to the peer."""
+
+    async def tell(enrolment: Enrolment) -> None:
+        await workflows.exit_nurtures(
+            [(campaign_id, enrolment.run)], candidate_id, ExitReason.REMOVED,
+            consequence="The removal is saved, but its workflow was not told yet",
+        )  # fmt: skip
+        await wait_for_sends(
+            sessions, company.id, candidate_id, enrolment_id=enrolment.id,
+            seconds=settings.exit_wait_seconds,
+        )  # fmt: skip
+
     return await _change(
         session,
         company,
         lambda: store.remove_recipient(session, company.id, campaign_id, candidate_id, now),
-        lambda e: orchestration.signal_exit(
-            temporal, [(campaign_id, e.run)], candidate_id, ExitReason.REMOVED
-        ),
-        "removal",
+        tell,
     )

@@ -9,12 +9,12 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
-from activities import links
-from api.deps import NowDep, SessionDep, SettingsDep, TemporalDep
+from api.deps import NowDep, SessionDep, SessionsDep, SettingsDep, WorkflowsDep
 from api.errors import answers
-from api.routers.events import end_campaigns, tell_exits
-from store.candidates import get_candidate
+from api.routers.events import tell_exits
+from mail import links
 from store.companies import get_company
+from store.enrolments import end_campaigns
 from workflows.contracts import ExitReason
 
 router = APIRouter(prefix="/unsubscribe", tags=["unsubscribe"])
@@ -67,7 +67,12 @@ async def confirm_page(token: str, session: SessionDep, settings: SettingsDep) -
 
 @router.post("/{token}", response_class=HTMLResponse, responses={**_NOT_VALID, **answers(404, 503)})
 async def unsubscribe(
-    token: str, session: SessionDep, settings: SettingsDep, temporal: TemporalDep, now: NowDep
+    token: str,
+    session: SessionDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    workflows: WorkflowsDep,
+    now: NowDep,
 ) -> HTMLResponse:
     """One click: the candidate leaves every campaign of the company, for good."""
     signed = links.verify_unsubscribe(settings.signing_secret.get_secret_value(), token)
@@ -77,11 +82,13 @@ async def unsubscribe(
         return _page("This was a test e-mail", "<p>Nobody was unsubscribed.</p>")
     async with session.begin():
         company = await get_company(session, signed.company_id)
-        await get_candidate(session, signed.company_id, signed.candidate_id)
         ended = await end_campaigns(
             session, signed.company_id, signed.candidate_id, ExitReason.UNSUBSCRIBED, now
         )
-    await tell_exits(temporal, ended, signed.candidate_id, ExitReason.UNSUBSCRIBED)
+    await tell_exits(
+        workflows, sessions, settings, signed.company_id, ended, signed.candidate_id,
+        ExitReason.UNSUBSCRIBED,
+    )  # fmt: skip
     return _page(
         "You are unsubscribed",
         f"<p>You will receive no more campaign e-mails from {escape(company.name)}.</p>",

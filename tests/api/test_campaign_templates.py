@@ -13,9 +13,9 @@ from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
-from activities.rendering import LIMITS
-from activities.template_sandbox import TemplateSandbox
 from api.schemas import TouchpointIn
+from mail.rendering import LIMITS
+from mail.sandbox import TemplateSandbox
 from store.campaigns import MAX_TOUCHPOINTS
 from store.models import Format, Touchpoint
 from store.session import SessionFactory

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 from temporalio.client import Client
 
-from activities.template_sandbox import TemplateSandbox
 from api.app import create_app
 from config import Settings
-from store.models import Message, MessageState
+from mail.sandbox import TemplateSandbox
+from store.models import Message, MessageSource, MessageState
 from store.session import SessionFactory
 from tests.builders import add_candidate, saved_campaign, touchpoint
 from tests.conftest import Inbox, Tenant, make_tenant
@@ -197,7 +197,7 @@ async def test_testing_a_campaign_sends_every_touchpoint_at_once_marked_as_test(
     assert {r for _, rcpts in mail.envelopes for r in rcpts} == {"me@acme.example"}
     async with sessions() as session:
         rows = (await session.scalars(select(Message))).all()
-    assert len(rows) == 3 and all(m.is_test for m in rows)
+    assert len(rows) == 3 and all(m.source_kind is MessageSource.TEST for m in rows)
     # Still a draft: testing changes nothing about the campaign.
     assert (await api.get(f"/campaigns/{cid}", headers=tenant.admin)).json()["status"] == "draft"
 
@@ -328,7 +328,7 @@ async def test_a_test_whose_relay_stays_down_is_recorded_failed_after_its_retrie
     assert response.status_code == 200, response.text
     [send] = response.json()["sends"]
     assert send["outcome"] == "failed"
-    assert send["error"].startswith("gave up after the last retry: ")
+    assert send["error"].startswith("gave up after the last retry; the last error was: SMTP")
     async with sessions() as session:
         [message] = (await session.scalars(select(Message))).all()
     assert (message.state, message.attempts) == (MessageState.FAILED, 3)

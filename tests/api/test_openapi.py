@@ -22,11 +22,11 @@ from schemathesis.openapi import from_asgi
 from schemathesis.python.asgi import shutdown_lifespans
 from temporalio.testing import WorkflowEnvironment
 
-from activities import links
 from api.app import create_app
-from api.deps import TemporalDep
+from api.deps import WorkflowsDep
 from api.schemas import TIME_OF_DAY_PATTERN, TimeOfDay
 from config import Settings
+from mail import links
 from tests.api.conftest import SUMMARY
 from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
 from tests.conftest import Tenant
@@ -249,8 +249,8 @@ def _can_fail(parameter: dict[str, Any]) -> bool:
 
 
 def _uses_temporal(route: APIRoute) -> bool:
-    """Routes reach Temporal through `TemporalDep` only."""
-    temporal = get_args(TemporalDep)[1].dependency
+    """Routes reach Temporal through `WorkflowsDep` only."""
+    temporal = get_args(WorkflowsDep)[1].dependency
     stack = [route.dependant]
     while stack:
         dependant = stack.pop()

@@ -8,8 +8,8 @@ from datetime import timedelta
 import httpx
 from temporalio.testing import WorkflowEnvironment
 
-from activities import links
 from config import Settings
+from mail import links
 from store.session import SessionFactory
 from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
 from tests.conftest import Inbox, Tenant

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, time
 
 import pytest
 
-from activities.template_sandbox import TemplateSandbox
 from errors import ConflictError
+from mail.sandbox import TemplateSandbox
 from store import campaigns as store
 from store.companies import get_company
-from store.models import CampaignStatus, Company, Format, Message, MessageState
+from store.models import CampaignStatus, Company, Format, Message, MessageSource, MessageState
 from store.session import SessionFactory
 from tests.conftest import Tenant
 from tests.snapshot import unchanged
@@ -157,9 +157,10 @@ async def test_a_test_given_up_fails_what_it_did_not_reach_and_says_whether_any_
                 company_id=tenant.company_id,
                 idempotency_key=f"test/x/{n}",
                 message_id=f"<{n}@nurture.test>",
+                source_kind=MessageSource.TEST,
+                source_id=campaign_id,
                 campaign_id=campaign_id,
                 position=0,
-                is_test=True,
                 test_address="me@acme.example",
                 state=state,
                 error="ConnectionRefusedError: relay down" if n == 0 else None,
@@ -178,6 +179,10 @@ async def test_a_test_given_up_fails_what_it_did_not_reach_and_says_whether_any_
             MessageState.FAILED,
             "not sent: x; the last error was: ConnectionRefusedError: relay down",
         ),
-        (MessageState.UNCONFIRMED, "not sent: x, while it was mid-DATA: it may have arrived"),
+        (
+            MessageState.UNCONFIRMED,
+            "not sent: x, after its content was handed to the peer: it may have been "
+            "delivered, so it is not sent again",
+        ),
         (MessageState.SENT, None),
     ]

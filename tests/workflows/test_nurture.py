@@ -16,16 +16,15 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.mail import Mailer
-from activities.nurture import NurtureActivities
-from activities.template_sandbox import TemplateSandbox
 from config import Settings
+from mail.sandbox import TemplateSandbox
+from mail.smtp import Mailer
 from store.enrolments import exit_enrolment
 from store.models import Candidate, Enrolment, Message, MessageState, RecipientStatus
 from store.session import SessionFactory
 from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
 from tests.conftest import Inbox, Tenant
-from worker import build_worker
+from worker import activities_of, build_worker
 from workflows.contracts import ExitReason, RecipientState, nurture_workflow_id
 from workflows.nurture import NurtureWorkflow
 
@@ -355,12 +354,12 @@ class _FailingOnce(Mailer):
 
     async def send(
         self, message: EmailMessage, sender: str, recipient: str,
-        on_accepted: Callable[[], Awaitable[None]],
+        before_dot: Callable[[], Awaitable[None]],
     ) -> None:  # fmt: skip
         self.calls += 1
         if self.calls == 1 and not self.after_data:
             raise ConnectionResetError("connection lost before DATA")
-        await super().send(message, sender, recipient, on_accepted)
+        await super().send(message, sender, recipient, before_dot)
         if self.calls == 1:
             raise ConnectionResetError("connection lost after the final '.'")
 
@@ -371,7 +370,7 @@ async def _run_with_failing_mailer(
     after_data: bool,
 ) -> tuple[_FailingOnce, Message]:  # fmt: skip
     mailer = _FailingOnce(settings, after_data=after_data)
-    activities = NurtureActivities(sessions, mailer, settings, env.client, templates)
+    activities = activities_of(sessions, mailer, settings, env.client, templates)
     async with build_worker(env.client, settings, activities):
         campaign = await saved_campaign(
             api,
@@ -428,7 +427,7 @@ async def test_a_new_worker_continues_a_campaign_with_nothing_lost_or_sent_twice
 
     def new_worker(cached: int) -> Worker:
         tuned = settings.model_copy(update={"max_cached_workflows": cached})
-        activities = NurtureActivities(sessions, Mailer(tuned), tuned, env.client, templates)
+        activities = activities_of(sessions, Mailer(tuned), tuned, env.client, templates)
         return build_worker(env.client, tuned, activities)
 
     # The first worker keeps no sticky cache: the Java test server does not hear a stopped
@@ -542,12 +541,12 @@ class _RemovingMidSend(Mailer):
 
     async def send(
         self, message: EmailMessage, sender: str, recipient: str,
-        on_accepted: Callable[[], Awaitable[None]],
+        before_dot: Callable[[], Awaitable[None]],
     ) -> None:  # fmt: skip
         async with self.sessions() as session, session.begin():
             for row in (await session.scalars(select(Enrolment))).all():
                 exit_enrolment(row, ExitReason.REMOVED, row.entered_at)
-        await super().send(message, sender, recipient, on_accepted)
+        await super().send(message, sender, recipient, before_dot)
 
 
 @pytest.mark.own_worker
@@ -555,7 +554,7 @@ async def test_a_recipient_removed_while_their_send_is_under_way_receives_nothin
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
     sessions: SessionFactory, inbox: tuple[Inbox, int], templates: TemplateSandbox,
 ) -> None:  # fmt: skip
-    activities = NurtureActivities(
+    activities = activities_of(
         sessions, _RemovingMidSend(settings, sessions), settings, env.client, templates
     )
     async with build_worker(env.client, settings, activities):
@@ -568,14 +567,14 @@ async def test_a_recipient_removed_while_their_send_is_under_way_receives_nothin
     assert inbox[0].messages == []
     async with sessions() as session:
         message = await session.scalar(select(Message))
-    assert message is not None and message.state is MessageState.PREPARED
-    assert message.error is not None and message.error.startswith("withdrawn")
+    assert message is not None and message.state is MessageState.WITHDRAWN
+    assert message.error == "withdrawn: the recipient left (removed)"
 
 
 class _Unreachable(Mailer):
     async def send(
         self, message: EmailMessage, sender: str, recipient: str,
-        on_accepted: Callable[[], Awaitable[None]],
+        before_dot: Callable[[], Awaitable[None]],
     ) -> None:  # fmt: skip
         raise ConnectionRefusedError("the SMTP server does not answer")
 
@@ -585,9 +584,7 @@ async def test_a_send_that_never_gets_through_is_recorded_failed_and_the_campaig
     env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
     sessions: SessionFactory, templates: TemplateSandbox,
 ) -> None:  # fmt: skip
-    activities = NurtureActivities(
-        sessions, _Unreachable(settings), settings, env.client, templates
-    )
+    activities = activities_of(sessions, _Unreachable(settings), settings, env.client, templates)
     async with build_worker(env.client, settings, activities):
         plan = [touchpoint(tenant, "One"), touchpoint(tenant, "Two", interval_days=5)]
         campaign = await saved_campaign(api, tenant, plan)

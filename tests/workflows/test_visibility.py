@@ -11,15 +11,15 @@ from datetime import UTC, datetime
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-import orchestration
-from activities.mail import Mailer
-from activities.nurture import NurtureActivities
-from activities.template_sandbox import TemplateSandbox
 from config import Settings
+from mail.sandbox import TemplateSandbox
+from mail.smtp import Mailer
+from orchestration import Workflows
+from store.enrolments import nurture_input
 from store.models import Enrolment
 from store.session import SessionFactory
 from tests.conftest import _binary
-from worker import build_worker
+from worker import activities_of, build_worker
 from workflows.contracts import NurturePlan, TouchpointPlan
 from workflows.nurture import SEARCH_ATTRIBUTES
 
@@ -50,17 +50,14 @@ async def test_an_operator_finds_a_recipient_by_campaign_and_reads_what_it_waits
         id=1, company_id=1, campaign_id=campaign, candidate_id=candidate, run=1,
         entered_at=datetime(2030, 1, 7, 12, tzinfo=UTC),
     )  # fmt: skip
-    activities = NurtureActivities(
-        sessions, Mailer(settings), settings, dev_server.client, templates
-    )
+    activities = activities_of(sessions, Mailer(settings), settings, dev_server.client, templates)
     async with build_worker(dev_server.client, settings, activities):
-        handle = await orchestration.start_nurture(
-            dev_server.client,
-            settings.task_queue,
-            orchestration.nurture_input(enrolment, plan),
+        await Workflows(dev_server.client, settings.task_queue).start_nurture(
+            nurture_input(enrolment, plan),
             campaign_name="Passive engineers",
             replace_running=True,
         )
+        handle = dev_server.client.get_workflow_handle(f"nurture/{campaign}/{candidate}")
         query = f'NurtureCampaignId="{campaign}" AND NurtureState="active"'
         for _ in range(100):
             if (await dev_server.client.count_workflows(query)).count == 1:

@@ -18,16 +18,15 @@ import httpx
 from aiosmtpd.controller import Controller
 from temporalio.testing import WorkflowEnvironment
 
-from activities.mail import Mailer
-from activities.nurture import NurtureActivities
-from activities.template_sandbox import TemplateSandbox
 from api.app import create_app
 from config import Settings
+from mail.sandbox import TemplateSandbox
+from mail.smtp import Mailer
 from store.migrate import upgrade
 from store.session import create_engine, create_session_factory
 from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
 from tests.conftest import Inbox, _binary, _free_port, make_tenant, register_search_attributes
-from worker import build_worker
+from worker import activities_of, build_worker
 from workflows.contracts import nurture_workflow_id
 
 HERE = Path(__file__).resolve().parent
@@ -60,7 +59,7 @@ async def record(label: str) -> None:
         clock=env.get_current_time,
         templates=templates,
     )
-    activities = NurtureActivities(sessions, Mailer(settings), settings, env.client, templates)
+    activities = activities_of(sessions, Mailer(settings), settings, env.client, templates)
     transport = httpx.ASGITransport(app=app)
     async with (
         templates,

@@ -4,7 +4,7 @@ A template can loop, compute or allocate without bound, so no template runs in t
 or the worker's own interpreter. Each runs in a child process whose memory is capped, one
 job at a time, under a wall-clock limit after which the child is killed (SIGKILL: it may
 be deep in C code that nothing else interrupts) and replaced; a child whose parent dies
-dies with it. `python -m activities.template_sandbox <parent pid>` is the child: it answers
+dies with it. `python -m mail.sandbox <parent pid>` is the child: it answers
 length-prefixed JSON requests on its stdin with replies on its stdout.
 """
 
@@ -25,7 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO, Self
 
-from activities.rendering import (
+from errors import UnavailableError, ValidationError, clause
+from mail.rendering import (
     LIMITS,
     Brand,
     Part,
@@ -35,7 +36,6 @@ from activities.rendering import (
     check_template,
     render_email,
 )
-from errors import UnavailableError, ValidationError, clause
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from activities.rendering import Brand, RenderContext, RenderError, sample_context
-from activities.template_sandbox import TemplateSandbox
 from errors import UnavailableError, ValidationError
+from mail.rendering import Brand, RenderContext, RenderError, sample_context
+from mail.sandbox import TemplateSandbox
 
 SLOW = '{{ "ab"|slice(100000000)|select|list }}'  # within every count, ~30 s of CPU
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +49,7 @@ def template_processes(parent: int | None = None) -> set[int]:
             command = (stat.parent / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue
-        if ppid == parent and b"activities.template_sandbox" in command:
+        if ppid == parent and b"mail.sandbox" in command:
             found.add(int(stat.parent.name))
     return found
 
@@ -208,7 +208,7 @@ async def test_a_job_that_finds_every_process_busy_is_refused_after_the_wait() -
 # A service that starts a pool and checks a slow template until it is killed.
 _KILLED_SERVICE = """
 import asyncio, sys
-from activities.template_sandbox import TemplateSandbox
+from mail.sandbox import TemplateSandbox
 
 async def main() -> None:
     async with TemplateSandbox(1) as sandbox:

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from activities.rendering import (
+from errors import ValidationError
+from mail.rendering import (
     LIMITS,
     Brand,
     RenderError,
@@ -14,7 +15,6 @@ from activities.rendering import (
     render_email,
     sample_context,
 )
-from errors import ValidationError
 
 BRAND = Brand("Acme", None, "#1f2937", "#2563eb")
 NESTED_FIELD_LOOPS = "{% for a in fields.role %}{% for b in fields.role %}{% endfor %}{% endfor %}"

@@ -1,26 +1,20 @@
-"""E-mail on the wire: building a MIME message with its unsubscribe headers, and SMTP."""
+"""A MIME message: its addresses, its Message-ID and its headers (unsubscribe ones included)."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 
-import aiosmtplib
 from email_validator import EmailNotValidError, validate_email
 
-from activities.rendering import RenderedEmail, header_text
-from config import Settings
 from errors import clause
-
-
-class PermanentSendError(Exception):
-    """The SMTP peer refused for good (5xx): retrying cannot help."""
+from mail.rendering import RenderedEmail, header_text
+from mail.smtp import PermanentSendError
 
 
 class UndeliverableAddressError(ValueError):
@@ -65,9 +59,11 @@ class Envelope:
     recipient_address: str
     message_id: str
     date: datetime
-    unsubscribe_url: str
-    unsubscribe_mailto: str
-    campaign_id: int
+    # Campaign e-mails carry their unsubscribe links and campaign; a stage action's
+    # e-mail is about the candidate's own application and carries neither.
+    unsubscribe_url: str | None
+    unsubscribe_mailto: str | None
+    campaign_id: int | None
     is_test: bool
 
 
@@ -87,53 +83,16 @@ def build_message(envelope: Envelope, email: RenderedEmail) -> EmailMessage:
     message["Subject"] = f"[TEST] {email.subject}" if envelope.is_test else email.subject
     message["Date"] = format_datetime(envelope.date)
     message["Message-ID"] = envelope.message_id
-    # RFC 8058: a one-click POST to the https URL unsubscribes; mailto for older clients.
-    message["List-Unsubscribe"] = f"<{envelope.unsubscribe_url}>, <{envelope.unsubscribe_mailto}>"
-    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    message["X-Nurture-Campaign"] = str(envelope.campaign_id)
+    if envelope.unsubscribe_url is not None:
+        # RFC 8058: a one-click POST to the https URL unsubscribes; mailto for older clients.
+        links = [envelope.unsubscribe_url, envelope.unsubscribe_mailto]
+        message["List-Unsubscribe"] = ", ".join(f"<{link}>" for link in links if link)
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    if envelope.campaign_id is not None:
+        message["X-Nurture-Campaign"] = str(envelope.campaign_id)
     if envelope.is_test:
         message["X-Nurture-Test"] = "yes"
     message.set_content(email.text)
     if email.html is not None:
         message.add_alternative(email.html, subtype="html")
     return message
-
-
-class Mailer:
-    """Sends one message per SMTP session, calling `on_accepted` once the peer took the
-    recipient and before DATA: from there on, a crash may leave the message delivered."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-
-    async def send(
-        self,
-        message: EmailMessage,
-        sender: str,
-        recipient: str,
-        on_accepted: Callable[[], Awaitable[None]],
-    ) -> None:
-        s = self._settings
-        smtp = aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port,
-            timeout=s.smtp_timeout_seconds,
-            start_tls=s.smtp_starttls,
-            username=s.smtp_username,
-            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-        )
-        await smtp.connect()
-        try:
-            await smtp.mail(sender)
-            await smtp.rcpt(recipient)
-            await on_accepted()
-            await smtp.data(message.as_bytes())
-        except aiosmtplib.SMTPResponseException as error:
-            if error.code >= 500:
-                raise PermanentSendError(f"{error.code} {error.message}") from error
-            raise
-        finally:
-            try:
-                await smtp.quit()
-            except aiosmtplib.SMTPException:
-                smtp.close()

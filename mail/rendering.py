@@ -2,7 +2,7 @@
 
 Subjects and bodies are Jinja2 templates in a sandbox with StrictUndefined, held to LIMITS
 while they render: loops, range(), numbers, sizes and nesting are counted here; time and
-memory by the child process of `activities.template_sandbox`, the only place this code
+memory by the child process of `mail.sandbox`, the only place this code
 runs a template. The body is text; the branded layout (HTML, autoescaped) wraps it with
 the company's logo and colours.
 """

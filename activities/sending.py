@@ -1,0 +1,347 @@
+"""The one send path: every e-mail (a touchpoint, a test, a stage action's) goes through here.
+
+It prepares the message row, checks with the store, fences the attempt, speaks SMTP and
+records the outcome. What differs between kinds of e-mail plugs in as a `Source`: who may
+still receive, what the e-mail says, and what comes next.
+
+Fencing: each attempt takes the message with a token of its own (`holder`), and every
+state change afterwards is a compare-and-set on (state, holder), on SQLite and PostgreSQL
+alike. An attempt that the server gave up on (a frozen worker that wakes up) finds its
+claim gone, sends nothing and changes nothing. The message becomes `sending` only once the
+peer holds the whole content and just the final dot is left (mail.smtp), so a retry after
+a crash before that sends it, once; one found `sending` may have been delivered (RFC 1047)
+and ends `unconfirmed`, never sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol, cast
+
+from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from errors import clause
+from mail.message import Envelope, build_message
+from mail.rendering import Brand, RenderContext, RenderError
+from mail.sandbox import TemplateSandbox
+from mail.smtp import Mailer, PermanentSendError
+from store.messages import end_unfinished
+from store.models import Message, MessageState
+from store.session import SessionFactory
+from workflows.contracts import SendOutcome, SendResult
+
+log = logging.getLogger(__name__)
+
+# An attempt proves it is alive this often; the workflows give it a heartbeat timeout of
+# a few times that, so a killed or frozen worker is noticed in seconds.
+HEARTBEAT_SECONDS = 2.0
+
+# What a message that an attempt finds past PREPARED tells it.
+_OUTCOME_OF = {
+    MessageState.SENT: SendOutcome.ALREADY_SENT,
+    MessageState.UNCONFIRMED: SendOutcome.UNCONFIRMED,
+    MessageState.FAILED: SendOutcome.FAILED,
+    MessageState.WITHDRAWN: SendOutcome.WITHDRAWN,
+}
+
+_LOST = "the attempt sending it stopped answering before the peer's reply"
+
+
+def now() -> datetime:
+    """Temporal's clock when it is ahead of ours (a time-skipping test server), else ours."""
+    current = datetime.now(UTC)
+    if activity.in_activity():
+        scheduled = activity.info().current_attempt_scheduled_time
+        if scheduled and scheduled > current:
+            return scheduled
+    return current
+
+
+@dataclass(frozen=True)
+class Content:
+    """Everything an e-mail needs, read by id inside the activity (never in history)."""
+
+    envelope: Envelope
+    subject: str
+    body: str
+    branded: bool
+    context: RenderContext
+    brand: Brand
+
+
+class Source(Protocol):
+    """What one kind of e-mail plugs into the send path."""
+
+    @property
+    def key(self) -> str:
+        """The idempotency key: one message row, and one Message-ID, per key."""
+        ...
+
+    async def new_message(self, session: AsyncSession) -> Message | None:
+        """The row to write when none exists yet (None: the caller wrote it beforehand)."""
+        ...
+
+    async def stop(self, session: AsyncSession) -> SendResult | None:
+        """The store's word on whether the e-mail may go now; None lets it go. Read at
+        the start and again right before the final dot, in the transaction that moves the
+        message to `sending`, so what the store commits before wins."""
+        ...
+
+    async def content(self, session: AsyncSession, message: Message) -> Content: ...
+
+    async def settled(self, session: AsyncSession, message: Message | None) -> None:
+        """What comes next, once the message has ended (in the transaction that says so)."""
+        ...
+
+
+class _LostClaimError(Exception):
+    """Another attempt holds the message now: this one sends nothing, changes nothing."""
+
+    def __init__(self, outcome: SendOutcome) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+
+
+class _WithdrawnError(Exception):
+    """The store said stop right before the final dot: nothing was delivered."""
+
+    def __init__(self, result: SendResult) -> None:
+        super().__init__(result.outcome.value)
+        self.result = result
+
+
+def _changed(result: Any) -> bool:
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+def _attempt_token() -> str:
+    suffix = uuid.uuid4().hex[:12]
+    if activity.in_activity():
+        info = activity.info()
+        return f"{info.workflow_id}/{info.activity_id}#{info.attempt}/{suffix}"[-200:]
+    return suffix
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while the send runs, whatever it waits for (a template process, SMTP)."""
+    if not activity.in_activity():
+        yield
+        return
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+class Delivery:
+    """Sends one e-mail of any source, fenced; see the module's docstring."""
+
+    def __init__(self, sessions: SessionFactory, mailer: Mailer, templates: TemplateSandbox):
+        self._sessions = sessions
+        self._mailer = mailer
+        self._templates = templates
+
+    async def send(self, source: Source) -> SendResult:
+        async with _heartbeating():
+            return await self._send(source, _attempt_token())
+
+    async def _send(self, source: Source, token: str) -> SendResult:
+        async with self._sessions() as session, session.begin():
+            message = await session.scalar(
+                select(Message).where(Message.idempotency_key == source.key).with_for_update()
+            )
+            if message is not None and message.state is not MessageState.PREPARED:
+                return await self._found_ended(session, message, source)
+            stop = await source.stop(session)
+            if stop is not None:
+                if message is not None:
+                    await _withdraw(session, message.id, stop)
+                return stop
+            if message is None:
+                message = await source.new_message(session)
+                if message is None:
+                    raise ApplicationError(f"No message {source.key}.", non_retryable=True)
+                session.add(message)
+            # Taking the message over fences out an attempt the server gave up on.
+            message.holder = token
+            message.attempts += 1
+            await session.flush()
+            content = await source.content(session, message)
+            message_id = message.id
+
+        try:
+            rendered = await self._templates.render(
+                content.subject, content.body, content.branded, content.context, content.brand
+            )
+            email = build_message(content.envelope, rendered)
+        except (RenderError, PermanentSendError) as error:
+            # Saving checked the template, but not with this recipient's values (nor under
+            # the limits of an older version): what fails here fails on every retry.
+            reason = f"render: {clause(str(error))}" if isinstance(error, RenderError) else None
+            return await self._end(
+                source, message_id, token, MessageState.FAILED, reason or str(error)
+            )
+        except Exception as error:
+            # No template process free, say: the retry may render; the reason stays on record.
+            await self._note(message_id, token, f"render: {clause(str(error))}")
+            raise
+
+        handed = False
+
+        async def before_dot() -> None:
+            nonlocal handed
+            await self._last_check(source, message_id, token)
+            handed = True
+
+        try:
+            await self._mailer.send(
+                email, content.envelope.sender_address, content.envelope.recipient_address,
+                before_dot,
+            )  # fmt: skip
+        except _WithdrawnError as withdrawn:
+            return withdrawn.result
+        except _LostClaimError as lost:
+            return SendResult(lost.outcome)
+        except PermanentSendError as error:
+            return await self._end(source, message_id, token, MessageState.FAILED, str(error))
+        except Exception as error:
+            if handed:
+                # The peer had the whole message and its answer never came: it may have
+                # delivered it. Said now, with the reason, rather than left to a retry.
+                return await self._end(
+                    source, message_id, token, MessageState.UNCONFIRMED,
+                    f"no answer after the final dot ({type(error).__name__}: {error}); "
+                    "it may have been delivered, so it is not sent again",
+                )  # fmt: skip
+            await self._note(message_id, token, f"{type(error).__name__}: {error}")
+            raise
+        # Delivered: record it even if the attempt is being cancelled meanwhile.
+        return await asyncio.shield(self._end(source, message_id, token, MessageState.SENT, None))
+
+    async def _found_ended(
+        self, session: AsyncSession, message: Message, source: Source
+    ) -> SendResult:
+        """An attempt finds its message past PREPARED: it never sends it again."""
+        if message.state is MessageState.SENDING:
+            # Whoever handed it over is gone (the server retried): this is RFC 1047's window.
+            end_unfinished(message, _LOST)
+            log.warning("message %s unconfirmed: %s", message.idempotency_key, message.error)
+        if message.state is MessageState.WITHDRAWN:
+            stop = await source.stop(session)
+            if stop is not None:
+                return stop
+        await source.settled(session, message)
+        return SendResult(_OUTCOME_OF.get(message.state, SendOutcome.FAILED))
+
+    async def _last_check(self, source: Source, message_id: int, token: str) -> None:
+        """Right before the final dot: the claim, then the store's word once more, in one
+        transaction. The compare-and-set comes first, so on SQLite the transaction holds
+        the write lock before it reads: an exit committed before it is seen, and one
+        committed after it finds the message `sending` (and waits for it, see
+        store.messages.wait_for_sends)."""
+        stop = None
+        async with self._sessions() as session, session.begin():
+            taken = await session.execute(
+                update(Message)
+                .where(
+                    Message.id == message_id,
+                    Message.state == MessageState.PREPARED,
+                    Message.holder == token,
+                )
+                .values(state=MessageState.SENDING)
+            )
+            if not _changed(taken):
+                message = await session.get_one(Message, message_id)
+                raise _LostClaimError(_OUTCOME_OF.get(message.state, SendOutcome.UNCONFIRMED))
+            stop = await source.stop(session)
+            if stop is not None:
+                await _withdraw(session, message_id, stop)
+        if stop is not None:
+            raise _WithdrawnError(stop)
+
+    async def _end(
+        self, source: Source, message_id: int, token: str, state: MessageState, error: str | None
+    ) -> SendResult:
+        """The attempt's last word, if it still holds the message."""
+        async with self._sessions() as session, session.begin():
+            ended = await session.execute(
+                update(Message)
+                .where(
+                    Message.id == message_id,
+                    Message.holder == token,
+                    Message.state.in_((MessageState.PREPARED, MessageState.SENDING)),
+                )
+                .values(
+                    state=state,
+                    error=error,
+                    holder=None,
+                    sent_at=now() if state is MessageState.SENT else None,
+                )
+            )
+            message = await session.get_one(Message, message_id)
+            if not _changed(ended):
+                return SendResult(_OUTCOME_OF.get(message.state, SendOutcome.UNCONFIRMED))
+            await source.settled(session, message)
+        if state is MessageState.SENT:
+            return SendResult(SendOutcome.SENT)
+        return SendResult(_OUTCOME_OF[state])
+
+    async def _note(self, message_id: int, token: str, error: str) -> None:
+        """Keep the reason an attempt failed (to be retried) on its message."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(Message)
+                .where(Message.id == message_id, Message.holder == token)
+                .values(error=error)
+            )
+
+    async def give_up(self, source: Source) -> SendOutcome:
+        """After the last retry: no message stays `prepared` or `sending` with nothing left
+        to move it. It is failed with the last error seen, or unconfirmed if it had been
+        handed to the peer; then what comes next is recorded."""
+        async with self._sessions() as session, session.begin():
+            message = await session.scalar(
+                select(Message).where(Message.idempotency_key == source.key).with_for_update()
+            )
+            if message is None:
+                await source.settled(session, None)
+                return SendOutcome.FAILED
+            if message.state in (MessageState.PREPARED, MessageState.SENDING):
+                end_unfinished(message, "gave up after the last retry")
+            await source.settled(session, message)
+            return _OUTCOME_OF.get(message.state, SendOutcome.FAILED)
+
+
+async def _withdraw(session: AsyncSession, message_id: int, stop: SendResult) -> None:
+    """The store said stop before anything was delivered. A recipient who left gets the
+    message `withdrawn` with the reason; a paused one's row goes (nothing was sent, and the
+    touchpoint is sent afresh on resume)."""
+    if stop.outcome is SendOutcome.PAUSED:
+        await session.execute(delete(Message).where(Message.id == message_id))
+        return
+    await session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(
+            state=MessageState.WITHDRAWN,
+            holder=None,
+            error=f"withdrawn: the recipient left ({stop.exit_reason or stop.outcome.value})",
+        )
+    )

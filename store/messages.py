@@ -1,0 +1,64 @@
+"""Messages as the store keeps them: how an unfinished one ends, and the sends in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from store.models import Message, MessageState
+from store.session import SessionFactory
+
+
+def end_unfinished(message: Message, reason: str) -> None:
+    """A message nothing will move any more (its last retry is over, its test was given
+    up) ends here: one still `prepared` never reached the peer and is failed; one
+    `sending` had its whole content handed to the peer, which may have delivered it (RFC
+    1047), so it is unconfirmed and never sent again. Its holder loses its claim."""
+    if message.state is MessageState.PREPARED:
+        seen = f"; the last error was: {message.error}" if message.error else ""
+        message.state, message.error = MessageState.FAILED, f"{reason}{seen}"
+    elif message.state is MessageState.SENDING:
+        message.state = MessageState.UNCONFIRMED
+        message.error = (
+            f"{reason}, after its content was handed to the peer: it may have been "
+            "delivered, so it is not sent again"
+        )
+    message.holder = None
+
+
+async def sends_in_flight(
+    session: AsyncSession, company_id: int, candidate_id: int, enrolment_id: int | None = None
+) -> int:
+    query = select(func.count()).where(
+        Message.company_id == company_id,
+        Message.candidate_id == candidate_id,
+        Message.state == MessageState.SENDING,
+    )
+    if enrolment_id is not None:
+        query = query.where(Message.enrolment_id == enrolment_id)
+    return await session.scalar(query) or 0
+
+
+async def wait_for_sends(
+    sessions: SessionFactory,
+    company_id: int,
+    candidate_id: int,
+    *,
+    enrolment_id: int | None = None,
+    seconds: float,
+) -> int:
+    """After an exit has committed: wait (at most `seconds`) until no e-mail to the
+    candidate (of that enrolment, if named) is past its last check and before the peer's
+    reply. A send's last check and its step into `sending` are one transaction that the
+    exit's serialises with (activities/sending.py), so from then on nothing more reaches
+    the peer. Answers how many are still in flight (a worker frozen mid-send)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        async with sessions() as session:
+            left = await sends_in_flight(session, company_id, candidate_id, enrolment_id)
+        if not left or time.monotonic() >= deadline:
+            return left
+        await asyncio.sleep(0.02)
