@@ -227,8 +227,9 @@ class Delivery:
                 # delivered it. Said now, with the reason, rather than left to a retry.
                 return await self._end(
                     source, message_id, token, MessageState.UNCONFIRMED,
-                    f"no answer after the final dot ({type(error).__name__}: {error}); "
-                    "it may have been delivered, so it is not sent again",
+                    f"the session ended with only the final dot left or sent, before the "
+                    f"peer's reply ({type(error).__name__}: {error}); it may have been "
+                    "delivered, so it is not sent again",
                 )  # fmt: skip
             await self._note(message_id, token, f"{type(error).__name__}: {error}")
             raise

@@ -169,15 +169,20 @@ class Inbox:
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
+    # When each message was taken (the loop's monotonic clock), after its final dot.
+    arrived: list[float] = field(default_factory=list)
 
     # When set, the peer refuses every recipient with this reply (e.g. a 5xx).
     refuse_with: str | None = None
+    # A slow peer: it waits this long before answering RCPT, and again after the dot.
+    delay_seconds: float = 0.0
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         if self.refuse_with is not None:
             return self.refuse_with
+        await asyncio.sleep(self.delay_seconds)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -188,6 +193,8 @@ class Inbox:
         assert isinstance(message, EmailMessage)
         self.messages.append(message)
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.arrived.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(self.delay_seconds)
         return "250 OK"
 
     def to(self, address: str) -> list[EmailMessage]:
