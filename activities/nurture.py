@@ -57,19 +57,23 @@ async def _content(
     """A touchpoint to its recipient, or to a test address with a candidate's values (or
     sample ones): a test may borrow a candidate's values, never their inbox."""
     assert message.campaign_id is not None and message.position is not None
-    campaign = await session.get_one(Campaign, message.campaign_id)
-    company = await session.get_one(Company, campaign.company_id)
-    touchpoint = await session.scalar(
-        select(Touchpoint).where(
-            Touchpoint.campaign_id == campaign.id, Touchpoint.position == message.position
+    found = (
+        await session.execute(
+            select(Touchpoint, Company, User)
+            .join(Company, Company.id == Touchpoint.company_id)
+            .join(User, User.id == Touchpoint.sender_user_id)
+            .where(
+                Touchpoint.campaign_id == message.campaign_id,
+                Touchpoint.position == message.position,
+            )
         )
-    )
-    if touchpoint is None:
+    ).first()
+    if found is None:
         raise ApplicationError(
-            f"Campaign {campaign.id} has no touchpoint {message.position + 1}.",
+            f"Campaign {message.campaign_id} has no touchpoint {message.position + 1}.",
             non_retryable=True,
         )
-    sender = await session.get_one(User, touchpoint.sender_user_id)
+    touchpoint, company, sender = found
     is_test = message.source_kind is MessageSource.TEST
     if candidate is not None:
         first, last, values = candidate.first_name, candidate.last_name, candidate.custom_fields
@@ -96,7 +100,7 @@ async def _content(
             date=now().astimezone(ZoneInfo(company.time_zone)),
             unsubscribe_url=url,
             unsubscribe_mailto=links.unsubscribe_mailto(settings.mail_domain, token),
-            campaign_id=campaign.id,
+            campaign_id=message.campaign_id,
             is_test=is_test,
         ),
         subject=touchpoint.subject,
@@ -120,15 +124,6 @@ async def _content(
     )
 
 
-def _advance(enrolment: Enrolment, call: SendTouchpoint) -> None:
-    """Record the next touchpoint; a recipient paused meanwhile keeps its place."""
-    if enrolment.status not in enrolment_store.STAYING:
-        return
-    enrolment.next_position, enrolment.next_send_at = call.next_position, call.next_send_at
-    if call.next_position is None:
-        enrolment.status, enrolment.left_at = RecipientStatus.COMPLETED, now()
-
-
 @dataclass(frozen=True)
 class _TouchpointSource:
     """Touchpoint `call.position` of one enrolment, to the candidate's own address."""
@@ -143,25 +138,31 @@ class _TouchpointSource:
     def key(self) -> str:
         return touchpoint_key(self.call)
 
-    async def _enrolment(self, session: AsyncSession) -> tuple[Enrolment, Candidate | None] | None:
-        # Locked (PostgreSQL) in the order an unsubscribe locks them, candidate first, so
-        # that it waits for this transaction or this one for it (store.messages).
-        candidate = await session.scalar(
-            select(Candidate)
-            .join(Enrolment, Enrolment.candidate_id == Candidate.id)
-            .where(Enrolment.id == self.call.enrolment_id)
-            .with_for_update(of=Candidate)
-        )
-        enrolment = await session.scalar(
-            select(Enrolment).where(Enrolment.id == self.call.enrolment_id).with_for_update()
-        )
-        if enrolment is None or enrolment.run != self.call.run:
+    async def _enrolment(
+        self, session: AsyncSession
+    ) -> tuple[Enrolment, Candidate | None, Campaign] | None:
+        """The enrolment, locked (PostgreSQL): an exit updates it, so that exit waits for
+        this transaction, or this one for it and then reads what it wrote (store.messages).
+        Its candidate and campaign come with it, in one query."""
+        row = (
+            await session.execute(
+                select(Enrolment, Candidate, Campaign)
+                .outerjoin(Candidate, Candidate.id == Enrolment.candidate_id)
+                .join(Campaign, Campaign.id == Enrolment.campaign_id)
+                .where(Enrolment.id == self.call.enrolment_id)
+                .with_for_update(of=Enrolment)
+            )
+        ).first()
+        if row is None:
+            return None
+        enrolment, candidate, campaign = row
+        if enrolment.run != self.call.run:
             return None
         if self.workflow_id is not None and self.workflow_id != nurture_workflow_id(
             enrolment.campaign_id, enrolment.candidate_id
         ):
             return None
-        return enrolment, candidate
+        return enrolment, candidate, campaign
 
     async def new_message(self, session: AsyncSession) -> Message | None:
         enrolment = await session.get_one(Enrolment, self.call.enrolment_id)
@@ -184,7 +185,7 @@ class _TouchpointSource:
         found = await self._enrolment(session)
         if found is None:
             return SendResult(SendOutcome.LEFT, exit_reason=ExitReason.NOT_ENROLLED.value)
-        enrolment, candidate = found
+        enrolment, candidate, campaign = found
         if enrolment.status in (RecipientStatus.EXITED, RecipientStatus.COMPLETED):
             reason = enrolment.exit_reason or enrolment.status.value
             return SendResult(SendOutcome.LEFT, exit_reason=reason)
@@ -192,13 +193,12 @@ class _TouchpointSource:
             reason = ExitReason.ERASED if candidate is None else ExitReason.UNSUBSCRIBED
             enrolment_store.exit_enrolment(enrolment, reason, now())
             return SendResult(SendOutcome.LEFT, exit_reason=reason.value)
-        campaign = await session.get(Campaign, enrolment.campaign_id)
-        if campaign is not None and campaign.status is CampaignStatus.ARCHIVED:
+        if campaign.status is CampaignStatus.ARCHIVED:
             enrolment_store.exit_enrolment(enrolment, ExitReason.ARCHIVED, now())
             return SendResult(SendOutcome.LEFT, exit_reason=ExitReason.ARCHIVED.value)
         if enrolment.status is RecipientStatus.PAUSED:
             return SendResult(SendOutcome.PAUSED, paused_at=enrolment.paused_at)
-        if campaign is not None and campaign.status is CampaignStatus.PAUSED:
+        if campaign.status is CampaignStatus.PAUSED:
             return SendResult(SendOutcome.PAUSED, paused_at=now())
         return None
 
@@ -206,10 +206,11 @@ class _TouchpointSource:
         candidate = await session.get(Candidate, message.candidate_id)
         return await _content(session, self.settings, message, candidate)
 
-    async def settled(self, session: AsyncSession, message: Message | None) -> None:
-        enrolment = await session.get(Enrolment, self.call.enrolment_id)
-        if enrolment is not None and enrolment.run == self.call.run:
-            _advance(enrolment, self.call)
+    async def settled(self, session: AsyncSession) -> None:
+        await enrolment_store.advance(
+            session, self.call.enrolment_id, self.call.run,
+            self.call.next_position, self.call.next_send_at, now(),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,7 @@ class _TestSource:
             candidate = await session.get(Candidate, message.candidate_id)
         return await _content(session, self.settings, message, candidate)
 
-    async def settled(self, session: AsyncSession, message: Message | None) -> None:
+    async def settled(self, session: AsyncSession) -> None:
         return None
 
 

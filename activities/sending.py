@@ -36,7 +36,7 @@ from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer, PermanentSendError
 from store.messages import end_unfinished
 from store.models import Message, MessageState
-from store.session import SessionFactory
+from store.session import SessionFactory, transaction
 from workflows.contracts import SendOutcome, SendResult
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class Source(Protocol):
 
     async def content(self, session: AsyncSession, message: Message) -> Content: ...
 
-    async def settled(self, session: AsyncSession, message: Message | None) -> None:
+    async def settled(self, session: AsyncSession) -> None:
         """What comes next, once the message has ended (in the transaction that says so)."""
         ...
 
@@ -139,9 +139,11 @@ async def _heartbeating() -> AsyncIterator[None]:
         return
 
     async def beat() -> None:
+        # Not at once: most sends end within the first interval and need no heartbeat (a
+        # call to the server each); the server's timeout runs from the start all the same.
         while True:
-            activity.heartbeat()
             await asyncio.sleep(HEARTBEAT_SECONDS)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:
@@ -163,7 +165,7 @@ class Delivery:
             return await self._send(source, _attempt_token())
 
     async def _send(self, source: Source, token: str) -> SendResult:
-        async with self._sessions() as session, session.begin():
+        async with transaction(self._sessions) as session:
             message = await session.scalar(
                 select(Message).where(Message.idempotency_key == source.key).with_for_update()
             )
@@ -248,7 +250,7 @@ class Delivery:
             stop = await source.stop(session)
             if stop is not None:
                 return stop
-        await source.settled(session, message)
+        await source.settled(session)
         return SendResult(_OUTCOME_OF.get(message.state, SendOutcome.FAILED))
 
     async def _last_check(self, source: Source, message_id: int, token: str) -> None:
@@ -258,7 +260,7 @@ class Delivery:
         committed after it finds the message `sending` (and waits for it, see
         store.messages.wait_for_sends)."""
         stop = None
-        async with self._sessions() as session, session.begin():
+        async with transaction(self._sessions) as session:
             taken = await session.execute(
                 update(Message)
                 .where(
@@ -281,7 +283,7 @@ class Delivery:
         self, source: Source, message_id: int, token: str, state: MessageState, error: str | None
     ) -> SendResult:
         """The attempt's last word, if it still holds the message."""
-        async with self._sessions() as session, session.begin():
+        async with transaction(self._sessions) as session:
             ended = await session.execute(
                 update(Message)
                 .where(
@@ -296,17 +298,19 @@ class Delivery:
                     sent_at=now() if state is MessageState.SENT else None,
                 )
             )
-            message = await session.get_one(Message, message_id)
             if not _changed(ended):
-                return SendResult(_OUTCOME_OF.get(message.state, SendOutcome.UNCONFIRMED))
-            await source.settled(session, message)
+                found = await session.scalar(select(Message.state).where(Message.id == message_id))
+                return SendResult(
+                    _OUTCOME_OF.get(found, SendOutcome.UNCONFIRMED) if found else SendOutcome.FAILED
+                )
+            await source.settled(session)
         if state is MessageState.SENT:
             return SendResult(SendOutcome.SENT)
         return SendResult(_OUTCOME_OF[state])
 
     async def _note(self, message_id: int, token: str, error: str) -> None:
         """Keep the reason an attempt failed (to be retried) on its message."""
-        async with self._sessions() as session, session.begin():
+        async with transaction(self._sessions) as session:
             await session.execute(
                 update(Message)
                 .where(Message.id == message_id, Message.holder == token)
@@ -317,16 +321,16 @@ class Delivery:
         """After the last retry: no message stays `prepared` or `sending` with nothing left
         to move it. It is failed with the last error seen, or unconfirmed if it had been
         handed to the peer; then what comes next is recorded."""
-        async with self._sessions() as session, session.begin():
+        async with transaction(self._sessions) as session:
             message = await session.scalar(
                 select(Message).where(Message.idempotency_key == source.key).with_for_update()
             )
             if message is None:
-                await source.settled(session, None)
+                await source.settled(session)
                 return SendOutcome.FAILED
             if message.state in (MessageState.PREPARED, MessageState.SENDING):
                 end_unfinished(message, "gave up after the last retry")
-            await source.settled(session, message)
+            await source.settled(session)
             return _OUTCOME_OF.get(message.state, SendOutcome.FAILED)
 
 

@@ -27,20 +27,19 @@ def _refused(response: aiosmtplib.SMTPResponse) -> Exception:
 
 
 class Mailer:
-    """Sends one message per SMTP session. `before_dot` runs once the peer has taken the
-    recipient and the whole content, before the final dot: if it raises, the session is
-    dropped and the peer discards what it got (RFC 5321 §4.1.1.4)."""
+    """Sends each message in its own SMTP transaction (MAIL, RCPT, DATA), on sessions kept
+    open between messages (up to `IDLE_SESSIONS`): connecting and greeting cost as much as a
+    message. `before_dot` runs once the peer has taken the recipient and the whole content,
+    before the final dot: if it raises, the session is dropped and the peer discards what
+    it got (RFC 5321 §4.1.1.4)."""
+
+    IDLE_SESSIONS = 32
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._idle: list[aiosmtplib.SMTP] = []
 
-    async def send(
-        self,
-        message: EmailMessage,
-        sender: str,
-        recipient: str,
-        before_dot: Callable[[], Awaitable[None]],
-    ) -> None:
+    async def _connect(self) -> aiosmtplib.SMTP:
         s = self._settings
         smtp = aiosmtplib.SMTP(
             hostname=s.smtp_host,
@@ -50,34 +49,77 @@ class Mailer:
             username=s.smtp_username,
             password=s.smtp_password.get_secret_value() if s.smtp_password else None,
         )
-        content = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message.as_bytes()))
         await smtp.connect()
-        in_data = False
+        return smtp
+
+    async def _session(self, sender: str) -> aiosmtplib.SMTP:
+        """A session with MAIL accepted: an idle one if it still answers, else a new one."""
+        while self._idle:
+            smtp = self._idle.pop()
+            if not smtp.is_connected:
+                continue
+            try:
+                await smtp.mail(sender)
+                return smtp
+            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException):
+                # The peer closed it while idle (or refuses to go on): nothing was sent.
+                smtp.close()
+        smtp = await self._connect()
         try:
             await smtp.mail(sender)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    async def send(
+        self,
+        message: EmailMessage,
+        sender: str,
+        recipient: str,
+        before_dot: Callable[[], Awaitable[None]],
+    ) -> None:
+        content = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message.as_bytes()))
+        try:
+            smtp = await self._session(sender)
+        except aiosmtplib.SMTPResponseException as error:
+            raise _permanent(error) from error
+        reusable = False
+        try:
             await smtp.rcpt(recipient)
             started = await smtp.execute_command(b"DATA")
             if started.code != 354:
                 raise _refused(started)
-            in_data = True
             assert smtp.protocol is not None
             smtp.protocol.write(content)
             await before_dot()
             # The terminator alone is a line of its own: ".\r\n".
             ended = await smtp.execute_command(b".")
-            in_data = False
             if ended.code != 250:
+                reusable = ended.code < 500
                 raise _refused(ended)
+            reusable = True
         except aiosmtplib.SMTPResponseException as error:
-            if error.code >= 500:
-                raise PermanentSendError(f"{error.code} {error.message}") from error
-            raise
+            raise _permanent(error) from error
         finally:
-            if in_data:
-                # Mid-DATA a QUIT would be read as content: drop the session instead.
-                smtp.close()
+            # Mid-DATA (or after anything unforeseen) the session is dropped, never reused:
+            # a QUIT there would be read as content.
+            if reusable and len(self._idle) < self.IDLE_SESSIONS:
+                self._idle.append(smtp)
             else:
-                try:
-                    await smtp.quit()
-                except aiosmtplib.SMTPException:
-                    smtp.close()
+                smtp.close()
+
+    async def close(self) -> None:
+        """Say goodbye to the idle sessions (a worker stopping)."""
+        idle, self._idle = self._idle, []
+        for smtp in idle:
+            try:
+                await smtp.quit()
+            except aiosmtplib.SMTPException:
+                smtp.close()
+
+
+def _permanent(error: aiosmtplib.SMTPResponseException) -> Exception:
+    if error.code >= 500:
+        return PermanentSendError(f"{error.code} {error.message}")
+    return error

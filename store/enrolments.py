@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -263,6 +264,27 @@ async def remove_recipient(
     exit_enrolment(enrolment, ExitReason.REMOVED, now)
     await session.flush()
     return enrolment
+
+
+async def advance(
+    session: AsyncSession,
+    enrolment_id: int,
+    run: int,
+    next_position: int | None,
+    next_send_at: datetime | None,
+    now: datetime,
+) -> None:
+    """A touchpoint of run `run` has ended: record the next one, or the campaign completed
+    after the last. A recipient who left meanwhile stays as they left; one paused keeps
+    their place. One statement: it runs in every send's last transaction."""
+    values: dict[str, Any] = {"next_position": next_position, "next_send_at": next_send_at}
+    if next_position is None:
+        values |= {"status": RecipientStatus.COMPLETED, "left_at": now}
+    await session.execute(
+        update(Enrolment)
+        .where(Enrolment.id == enrolment_id, Enrolment.run == run, Enrolment.status.in_(STAYING))
+        .values(values)
+    )
 
 
 async def end_campaigns(

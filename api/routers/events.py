@@ -38,8 +38,7 @@ async def tell_exits(
         consequence="The event is recorded and no e-mail will go out, but the workflows were "
         "not told yet; send the same event again",
     )  # fmt: skip
-    if ended:
-        await wait_for_sends(sessions, company_id, candidate_id, seconds=settings.exit_wait_seconds)
+    await wait_for_sends(sessions, company_id, candidate_id, seconds=settings.exit_wait_seconds)
 
 
 @router.post("", response_model=EventOut, responses=answers(404, 409, 503))

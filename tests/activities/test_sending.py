@@ -62,7 +62,8 @@ class _Frozen(Mailer):
 async def _due_touchpoint(
     api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory
 ) -> SendTouchpoint:
-    """A recipient whose first touchpoint the attempts below send (no worker polls)."""
+    """A recipient whose first touchpoint the attempts below send. Its workflow sleeps
+    until tomorrow meanwhile: the test server's clock does not move in these tests."""
     campaign = await saved_campaign(api, tenant, [touchpoint(tenant, "Hello")])
     await enrol(api, tenant, campaign, await add_candidate(api, tenant))
     async with sessions() as session:
@@ -84,7 +85,6 @@ async def _message(sessions: SessionFactory) -> Message:
     return message
 
 
-@pytest.mark.own_worker
 async def test_a_zombie_resumed_after_its_retry_sent_finds_its_claim_gone_and_sends_nothing(
     api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
     templates: TemplateSandbox, mailer: Mailer, inbox: tuple[Inbox, int],
@@ -106,7 +106,6 @@ async def test_a_zombie_resumed_after_its_retry_sent_finds_its_claim_gone_and_se
     assert (message.state, message.attempts, message.error) == (MessageState.SENT, 2, None)
 
 
-@pytest.mark.own_worker
 async def test_a_zombie_frozen_right_before_the_dot_is_counted_unconfirmed_never_sent_twice(
     api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
     templates: TemplateSandbox, mailer: Mailer, inbox: tuple[Inbox, int],
@@ -129,7 +128,6 @@ async def test_a_zombie_frozen_right_before_the_dot_is_counted_unconfirmed_never
     assert message.error is not None and "may have been delivered" in message.error
 
 
-@pytest.mark.own_worker
 async def test_a_retry_after_an_attempt_died_before_the_dot_sends_exactly_once(
     api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
     templates: TemplateSandbox, mailer: Mailer, inbox: tuple[Inbox, int],
