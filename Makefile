@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SOURCES := workflows activities mail api store worker.py config.py errors.py orchestration.py mailsink.py devstack.py
 
-.PHONY: install run test lint bench
+.PHONY: install run test lint bench bench-dispatch
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -27,3 +27,7 @@ test: lint
 
 bench: install
 	$(PY) bench/enrol.py
+
+# A morning's dispatch beside a bare baseline; e.g. make bench-dispatch ARGS="--n 10000".
+bench-dispatch: install
+	$(PY) bench/dispatch.py $(ARGS)

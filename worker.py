@@ -91,9 +91,8 @@ async def main() -> None:
     # Sends queue for a template process longer than a person at the API would wait:
     # a busy pool only slows a morning's dispatch, it must not spend its retries.
     templates = TemplateSandbox(settings.render_processes, wait_seconds=30.0)
-    activities = activities_of(
-        create_session_factory(engine), Mailer(settings), settings, client, templates
-    )
+    mailer = Mailer(settings)
+    activities = activities_of(create_session_factory(engine), mailer, settings, client, templates)
     worker = build_worker(client, settings, activities)
     logging.info(
         "worker polling task queue %s on %s", settings.task_queue, settings.temporal_address
@@ -109,6 +108,7 @@ async def main() -> None:
             await stopping.wait()
             logging.info("worker stopping: finishing what runs")
     finally:
+        await mailer.close()
         await engine.dispose()
 
 

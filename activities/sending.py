@@ -260,7 +260,9 @@ class Delivery:
         committed after it finds the message `sending` (and waits for it, see
         store.messages.wait_for_sends)."""
         stop = None
-        async with transaction(self._sessions) as session:
+        # Nothing is awaited between this commit and the dot (see mail.smtp): a worker
+        # killed in between would leave `sending` a message that never left.
+        async with transaction(self._sessions, urgent=True, close_later=True) as session:
             taken = await session.execute(
                 update(Message)
                 .where(
@@ -283,7 +285,7 @@ class Delivery:
         self, source: Source, message_id: int, token: str, state: MessageState, error: str | None
     ) -> SendResult:
         """The attempt's last word, if it still holds the message."""
-        async with transaction(self._sessions) as session:
+        async with transaction(self._sessions, urgent=True) as session:
             ended = await session.execute(
                 update(Message)
                 .where(

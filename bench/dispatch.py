@@ -55,7 +55,7 @@ import sysconfig
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,6 +84,7 @@ from bench.stack import (
     count,
     cpu_seconds,
     create_campaign,
+    descendants,
     log,
     peak_rss_kb,
     versions,
@@ -147,13 +148,29 @@ def is_bare(mail: Mail) -> bool:
 
 
 class Tracked:
-    """CPU seconds and peak RSS of a child from a moment on, across restarts."""
+    """CPU seconds and peak RSS of a child from a moment on, across restarts; and the CPU
+    seconds of its own children (the worker's template processes)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.base = cpu_seconds(pid) or 0.0
         self.done = 0.0
         self.peak_kb = peak_rss_kb(pid) or 0
+        self.children: dict[int, float] = {}  # pid: CPU seconds when first seen
+        self.children_done = 0.0
+        self._children_at_start()
+
+    def _children_at_start(self) -> None:
+        self.children = {c: cpu_seconds(c) or 0.0 for c in descendants(self.pid)}
+
+    def children_cpu(self) -> float:
+        """Of the children alive now (a killed worker's died with it: counted till then)."""
+        used = self.children_done
+        for child in descendants(self.pid):
+            now = cpu_seconds(child)
+            if now is not None:
+                used += now - self.children.get(child, 0.0)
+        return used
 
     def sample(self) -> None:
         self.peak_kb = max(self.peak_kb, peak_rss_kb(self.pid) or 0)
@@ -166,11 +183,12 @@ class Tracked:
         """Right before its process is killed: keep what it used."""
         self.sample()
         self.done = self.cpu()
+        self.children_done = self.children_cpu()
         self.base = cpu_seconds(self.pid) or 0.0
 
     def adopt(self, pid: int) -> None:
         """Its replacement, counted from its start."""
-        self.pid, self.base = pid, 0.0
+        self.pid, self.base, self.children = pid, 0.0, {}
 
 
 # -- one window ---------------------------------------------------------------------------
@@ -200,6 +218,7 @@ class Window:
     timed_out: bool = False
     server_cpu_s: float | None = None
     worker_cpu_s: float | None = None
+    worker_children_cpu_s: float | None = None  # its template processes
     worker_peak_rss_kb: int | None = None
     duplicate_samples: list[str] = field(default_factory=list)
     missing_samples: list[str] = field(default_factory=list)
@@ -277,7 +296,7 @@ async def dispatch(
     due: float,
     window: Window,
     tracked: Tracked,
-    settled: Any,
+    settled: Callable[[], Awaitable[bool]] | None,
     args: argparse.Namespace,
     progress: Progress,
     before: set[str],
@@ -322,6 +341,7 @@ async def dispatch(
     window.server_cpu_s = round(server.cpu(), 2)
     tracked.sample()
     window.worker_cpu_s = round(tracked.cpu(), 2)
+    window.worker_children_cpu_s = round(tracked.children_cpu(), 2)
     window.worker_peak_rss_kb = tracked.peak_kb
     progress.done.set()
     # Late writes of files already counted, and what was not read yet.
@@ -330,8 +350,11 @@ async def dispatch(
     return list(seen.values())
 
 
-def tally(window: Window, mails: Sequence[Mail], due: float, expected: set[str], n: int) -> None:
-    """Delivered, unique, duplicates, missing recipients and arrival times of a window."""
+def tally(
+    label: str, window: Window, mails: Sequence[Mail], due: float, expected: set[str], n: int
+) -> None:
+    """Delivered, unique, duplicates, missing recipients and arrival times of a window; the
+    duplicates and the recipients without an e-mail are logged, all of them."""
     per_id = Counter(m.message_id for m in mails)
     first: dict[str, float] = {}
     for mail in sorted(mails, key=lambda m: m.arrived):
@@ -339,10 +362,15 @@ def tally(window: Window, mails: Sequence[Mail], due: float, expected: set[str],
     window.delivered = len(mails)
     window.unique = len(per_id)
     window.duplicates = window.delivered - window.unique
-    window.duplicate_samples = [f"{mid} x{k}" for mid, k in per_id.most_common() if k > 1][:SAMPLES]
-    missing = sorted(expected - {m.to for m in mails})
+    duplicated = [f"{mid} x{k}" for mid, k in per_id.most_common() if k > 1]
+    window.duplicate_samples = duplicated[:SAMPLES]
+    missing = sorted(expected - {m.to for m in mails}, key=lambda a: (len(a), a))
     window.missing = len(missing)
     window.missing_samples = missing[:SAMPLES]
+    if duplicated:
+        log(f"{label}: {len(duplicated)} Message-IDs delivered more than once: {duplicated}")
+    if missing:
+        log(f"{label}: {len(missing)} recipients without an e-mail: {missing}")
     arrivals = sorted(t - due for t in first.values())
     window.early = sum(1 for t in arrivals if t < -1.0)
     if arrivals:
@@ -353,10 +381,19 @@ def tally(window: Window, mails: Sequence[Mail], due: float, expected: set[str],
         if window.last_s > 0:
             window.per_s = round(window.unique / window.last_s, 1)
     if window.unique != n:
-        log(f"{window.unique} unique e-mails of {n}")
+        log(f"{label}: {window.unique} unique e-mails of {n}")
 
 
 # -- ours ---------------------------------------------------------------------------------
+
+
+def worker_pid(stack: Stack, args: argparse.Namespace) -> int:
+    """worker.py's pid: under py-spy, the profiler's child."""
+    pid = stack.child("worker").process.pid
+    if args.profiling:
+        below = descendants(pid)
+        return below[0] if below else pid
+    return pid
 
 
 def chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -364,21 +401,30 @@ def chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield ids[start : start + size]
 
 
-def message_rows(database_url: str, campaign_id: int) -> list[tuple[int | None, str, str]]:
-    """(candidate id, state, Message-ID) of the campaign's first-touchpoint messages."""
+@dataclass(frozen=True)
+class Row:
+    candidate_id: int | None
+    state: str
+    message_id: str
+    attempts: int
+    error: str | None
+
+
+def message_rows(database_url: str, campaign_id: int) -> list[Row]:
+    """The rows of the campaign's first-touchpoint messages."""
     engine = sqlalchemy.create_engine(sync_url(database_url))
     try:
         with engine.connect() as connection:
             rows = connection.execute(
                 sqlalchemy.text(
-                    "SELECT candidate_id, state, message_id FROM messages "
+                    "SELECT candidate_id, state, message_id, attempts, error FROM messages "
                     "WHERE campaign_id = :campaign AND position = 0"
                 ),
                 {"campaign": campaign_id},
             ).all()
     finally:
         engine.dispose()
-    return [(row[0], str(row[1]), str(row[2])) for row in rows]
+    return [Row(r[0], str(r[1]), str(r[2]), int(r[3] or 0), r[4]) for r in rows]
 
 
 @dataclass
@@ -448,6 +494,7 @@ class Ours:
     states_delivered: dict[str, int] = field(default_factory=dict)
     rows: int = 0
     without_row: int = 0
+    not_sent_samples: list[dict[str, Any]] = field(default_factory=list)
     chaos: Chaos = field(default_factory=Chaos)
 
 
@@ -495,12 +542,12 @@ async def run_ours(running: Running, http: httpx.AsyncClient, args: argparse.Nam
     chaos = Chaos(kill_every=args.kill_every, freeze=args.freeze)
     ours.chaos = chaos
     progress = Progress()
-    settled = None
+    settled: Callable[[], Awaitable[bool]] | None = None
     if args.kill_every or args.freeze:
 
         async def all_settled() -> bool:
             rows = await asyncio.to_thread(message_rows, running.database_url, ours.campaign_id)
-            return len(rows) >= n and not any(state in UNSETTLED for _, state, _ in rows)
+            return len(rows) >= n and not any(r.state in UNSETTLED for r in rows)
 
         last_check = 0.0
 
@@ -516,7 +563,7 @@ async def run_ours(running: Running, http: httpx.AsyncClient, args: argparse.Nam
     before = sink_names(running.mail_dir)
     await sleep_until(due)
     log(f"ours: due minute {at:%H:%M} — counting the sink")
-    tracked = Tracked(stack.child("worker").process.pid)
+    tracked = Tracked(worker_pid(stack, args))
     tasks = []
     if args.kill_every:
         tasks.append(
@@ -539,13 +586,28 @@ async def run_ours(running: Running, http: httpx.AsyncClient, args: argparse.Nam
     if settled is not None and not ours.window.timed_out:
         chaos.settle_s = ours.window.window_s
     expected = {candidate_address(i) for i in range(n)}
-    tally(ours.window, [m for m in mails if not is_bare(m)], due, expected, n)
-    rows = await asyncio.to_thread(message_rows, running.database_url, ours.campaign_id)
+    tally("ours", ours.window, [m for m in mails if not is_bare(m)], due, expected, n)
+    # The last e-mails' rows may not say `sent` yet when they are in the sink: give their
+    # commits a moment before reading the states.
+    grace = time.monotonic() + 30
+    while True:
+        rows = await asyncio.to_thread(message_rows, running.database_url, ours.campaign_id)
+        if not any(r.state in UNSETTLED for r in rows) or time.monotonic() > grace:
+            break
+        await asyncio.sleep(0.5)
     in_sink = {m.message_id for m in mails}
     ours.rows = len(rows)
-    ours.without_row = len(set(ids) - {candidate for candidate, _, _ in rows})
-    ours.states = dict(Counter(state for _, state, _ in rows))
-    ours.states_delivered = dict(Counter(state for _, state, mid in rows if mid in in_sink))
+    ours.without_row = len(set(ids) - {r.candidate_id for r in rows})
+    ours.states = dict(Counter(r.state for r in rows))
+    ours.states_delivered = dict(Counter(r.state for r in rows if r.message_id in in_sink))
+    ours.not_sent_samples = [
+        {"candidate_id": r.candidate_id, "state": r.state, "attempts": r.attempts,
+         "in_sink": r.message_id in in_sink, "error": r.error}
+        for r in rows if r.state != "sent"
+    ][:SAMPLES]  # fmt: skip
+    for sample in ours.not_sent_samples:
+        if not sample["in_sink"]:
+            log(f"ours: not delivered: {sample}")
     log(f"ours: message states {ours.states}, of which in the sink {ours.states_delivered}")
     return ours
 
@@ -596,7 +658,7 @@ async def run_bare(running: Running, args: argparse.Namespace) -> Bare:
         Progress(), before,
     )  # fmt: skip
     expected = {bare_address(i) for i in range(n)}
-    tally(bare.window, [m for m in mails if is_bare(m)], due, expected, n)
+    tally("bare", bare.window, [m for m in mails if is_bare(m)], due, expected, n)
     return bare
 
 
@@ -672,6 +734,8 @@ def table(results: dict[str, Any]) -> str:
          cell(ratio(o.server_cpu_s, b.server_cpu_s), 2)),
         ("worker CPU s in the window", cell(o.worker_cpu_s), cell(b.worker_cpu_s),
          cell(ratio(o.worker_cpu_s, b.worker_cpu_s), 2)),
+        ("worker's children CPU s", cell(o.worker_children_cpu_s),
+         cell(b.worker_children_cpu_s), ""),
         ("worker peak RSS MiB", cell(mib(o.worker_peak_rss_kb)), cell(mib(b.worker_peak_rss_kb)),
          cell(ratio(mib(o.worker_peak_rss_kb), mib(b.worker_peak_rss_kb)), 2)),
         ("window s (due minute to end)", cell(o.window_s), cell(b.window_s), ""),
@@ -681,28 +745,32 @@ def table(results: dict[str, Any]) -> str:
         ("recipients without an e-mail", str(o.missing), str(b.missing), ""),
         ("before the minute", str(o.early), str(b.early), ""),
     ]  # fmt: skip
-    ours = results["ours"]
-    rows.append(("store: message states", _states(ours["states"]), "", ""))
-    rows.append(("  of which in the sink", _states(ours["states_delivered"]), "", ""))
-    chaos = ours["chaos"]
-    if chaos["kill_every"]:
-        rows.append((f"worker killed (every {chaos['kill_every']:g} s)",
-                     f"{len(chaos['kills'])} times", "", ""))  # fmt: skip
-    if chaos["freeze"]:
-        frozen = chaos["frozen"]
-        at = f"at {frozen['at_s']:g} s" if frozen else "not done"
-        rows.append((f"worker frozen {chaos['freeze']:g} s", at, "", ""))
-    if chaos["kill_every"] or chaos["freeze"]:
-        rows.append(("every row settled after s", cell(chaos["settle_s"]), "", ""))
-        rows.append(("delivered once, none lost", "yes" if results["once"] else "NO", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    return "\n".join(
+    lines = [
         "  ".join(
             c.ljust(w) if i == 0 else c.rjust(w)
             for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ).rstrip()
         for r in rows
-    )
+    ]
+    ours = results["ours"]
+    lines.append(f"ours, the store's message states: {_states(ours['states'])}")
+    lines.append(f"  of which in the sink: {_states(ours['states_delivered'])}")
+    chaos = ours["chaos"]
+    if chaos["kill_every"]:
+        at = ", ".join(f"{k['at_s']:g}" for k in chaos["kills"]) or "none"
+        lines.append(
+            f"worker killed every {chaos['kill_every']:g} s: {len(chaos['kills'])} times "
+            f"(at {at} s after the minute)"
+        )
+    if chaos["freeze"]:
+        frozen = chaos["frozen"]
+        at = f"at {frozen['at_s']:g} s after the minute" if frozen else "not done"
+        lines.append(f"worker frozen for {chaos['freeze']:g} s: {at}")
+    if chaos["kill_every"] or chaos["freeze"]:
+        lines.append(f"every row settled {cell(chaos['settle_s'])} s after the minute")
+        lines.append(f"delivered once, none lost: {'yes' if results['once'] else 'NO'}")
+    return "\n".join(lines)
 
 
 def _states(states: dict[str, int]) -> str:
@@ -715,8 +783,10 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     database_url = create_database(stack) if args.store == "postgres" else None
     worker_command = None
     profile: str | None = None
+    args.profiling = False
     if args.profile:
         if py_spy().exists():
+            args.profiling = True
             profile = str(stack.directory / "worker-profile.svg")
             worker_command = [str(py_spy()), "record", "--output", profile, "--",
                               sys.executable, "worker.py"]  # fmt: skip
@@ -752,10 +822,11 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     o, b = ours.window, bare.window
     once = o.duplicates == 0 and o.missing == 0 and o.unique == args.n
     problems = worker_log_problems(stack)
-    if o.duplicate_samples:
-        log(f"ours: duplicate Message-IDs: {', '.join(o.duplicate_samples)}")
-    if o.missing_samples:
-        log(f"ours: recipients without an e-mail: {', '.join(o.missing_samples)}")
+    if not once:
+        log(
+            f"ours: NOT every e-mail delivered once: {o.unique} of {args.n} delivered, "
+            f"{o.duplicates} duplicates, {o.missing} recipients without an e-mail"
+        )
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "n": args.n,

@@ -40,6 +40,7 @@ from mail.rendering import (
 log = logging.getLogger(__name__)
 
 _ROOT = Path(__file__).resolve().parent.parent
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _HEADER = struct.Struct(">I")
 # A child imports Jinja2 before it says it is ready; a loaded machine can take seconds.
 _START_SECONDS = 30.0
@@ -122,6 +123,18 @@ class _Child:
             with contextlib.suppress(ValueError):
                 return signal.Signals(-status).name
         return f"exit status {status}"
+
+    def cpu_seconds(self) -> float:
+        """CPU time the child has used (0 if unknown): how long a job really rendered."""
+        if self._process is None:
+            return 0.0
+        try:
+            with open(f"/proc/{self._process.pid}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        # utime and stime, the 14th and 15th fields (the 12th and 13th after the name).
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
     def kill(self) -> asyncio.subprocess.Process | None:
         """The process, killed: the caller reaps it."""
@@ -232,11 +245,20 @@ class TemplateSandbox:
             if self._closed:
                 raise UnavailableError("The template processes are shut down; try again.")
             await child.ready()
+            cpu = child.cpu_seconds()
             try:
                 async with asyncio.timeout(seconds):
                     reply = await child.exchange(request)
             except TimeoutError:
+                rendered = child.cpu_seconds() - cpu
                 await self._reap(child.kill())
+                if rendered < seconds / 2:
+                    # The time went elsewhere (this process frozen, the machine swamped):
+                    # that says nothing of the template, so it is not refused for it.
+                    raise UnavailableError(
+                        f"{what} was held up outside its template process (it rendered for "
+                        f"{rendered:.1f} of {seconds:g} seconds); try again."
+                    ) from None
                 return {"refused": f"{what} takes longer than {seconds:g} seconds to render."}
             except (asyncio.IncompleteReadError, ConnectionError):
                 how = await child.ended()

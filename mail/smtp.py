@@ -7,6 +7,8 @@ and nothing earlier can deliver it: a session dropped before the dot delivers no
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 
@@ -92,9 +94,7 @@ class Mailer:
                 raise _refused(started)
             assert smtp.protocol is not None
             smtp.protocol.write(content)
-            await before_dot()
-            # The terminator alone is a line of its own: ".\r\n".
-            ended = await smtp.execute_command(b".")
+            ended = await _whole(self._check_then_dot(smtp, before_dot))
             if ended.code != 250:
                 reusable = ended.code < 500
                 raise _refused(ended)
@@ -109,6 +109,14 @@ class Mailer:
             else:
                 smtp.close()
 
+    @staticmethod
+    async def _check_then_dot(
+        smtp: aiosmtplib.SMTP, before_dot: Callable[[], Awaitable[None]]
+    ) -> aiosmtplib.SMTPResponse:
+        await before_dot()
+        # The terminator alone is a line of its own: ".\r\n".
+        return await smtp.execute_command(b".")
+
     async def close(self) -> None:
         """Say goodbye to the idle sessions (a worker stopping)."""
         idle, self._idle = self._idle, []
@@ -117,6 +125,20 @@ class Mailer:
                 await smtp.quit()
             except aiosmtplib.SMTPException:
                 smtp.close()
+
+
+async def _whole(step: Awaitable[aiosmtplib.SMTPResponse]) -> aiosmtplib.SMTPResponse:
+    """Runs `step` to its end even if the send is cancelled meanwhile (a heartbeat that
+    timed out cancels the attempt): once the last check has said `sending`, the dot must
+    follow, or the store would count as possibly delivered a message that never left.
+    The cancellation is raised once the step is over."""
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        raise
 
 
 def _permanent(error: aiosmtplib.SMTPResponseException) -> Exception:

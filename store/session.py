@@ -64,19 +64,78 @@ def create_session_factory(engine: AsyncEngine) -> SessionFactory:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-# One lock per SQLite engine (so per process and per file): see `transaction`.
-_WRITERS: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
+class _Turns:
+    """A lock whose urgent waiters go first: a send past its last check holds an SMTP
+    session open and a message `sending`, and should not queue behind sends that are only
+    starting."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiting: tuple[list[asyncio.Future[None]], list[asyncio.Future[None]]] = ([], [])
+
+    @contextlib.asynccontextmanager
+    async def turn(self, *, urgent: bool) -> AsyncIterator[None]:
+        if self._held or any(self._waiting):
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting[0 if urgent else 1].append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._release()  # handed the turn as it was cancelled: pass it on
+                else:
+                    with contextlib.suppress(ValueError):  # already passed over
+                        self._waiting[0 if urgent else 1].remove(waiter)
+                raise
+        else:
+            self._held = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for queue in self._waiting:
+            while queue:
+                waiter = queue.pop(0)
+                if not waiter.done():
+                    waiter.set_result(None)  # the turn passes to it, still held
+                    return
+        self._held = False
+
+
+# One per SQLite engine (so per process and per file): see `transaction`.
+_WRITERS: weakref.WeakKeyDictionary[AsyncEngine, _Turns] = weakref.WeakKeyDictionary()
+
+
+_CLOSING: set[asyncio.Task[None]] = set()
 
 
 @contextlib.asynccontextmanager
-async def transaction(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
+async def transaction(
+    sessions: SessionFactory, *, urgent: bool = False, close_later: bool = False
+) -> AsyncIterator[AsyncSession]:
     """A session in a transaction that writes. On SQLite these take turns within the
     process: the file has one writer at a time anyway, and a hundred sends waiting here in
     line go many times faster than a hundred sleeping and retrying in SQLite's busy handler
-    (between processes, the busy timeout still decides)."""
+    (between processes, the busy timeout still decides). `urgent` ones go first.
+
+    `close_later`: the commit is the last thing awaited; the session is closed (its
+    connection handed back, a round trip on PostgreSQL) in the background, so that what
+    the caller does right after the commit happens right after it."""
     engine = sessions.kw.get("bind")
-    lock = None
+    turns = None
     if isinstance(engine, AsyncEngine) and engine.dialect.name == "sqlite":
-        lock = _WRITERS.setdefault(engine, asyncio.Lock())
-    async with lock or contextlib.nullcontext(), sessions() as session, session.begin():
-        yield session
+        turns = _WRITERS.setdefault(engine, _Turns())
+    async with turns.turn(urgent=urgent) if turns else contextlib.nullcontext():
+        session = sessions()
+        try:
+            async with session.begin():
+                yield session
+        finally:
+            if close_later:
+                closing = asyncio.create_task(session.close())
+                _CLOSING.add(closing)
+                closing.add_done_callback(_CLOSING.discard)
+            else:
+                await session.close()

@@ -31,7 +31,8 @@ SEARCH_ATTRIBUTES = (CAMPAIGN_ID, CANDIDATE_ID, STATE, NEXT_SEND_AT)
 
 SEND_HEARTBEAT = timedelta(seconds=10)
 SEND_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=10),
+    # Soon: a retry after a worker died finds the message as the dead attempt left it.
+    initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=10),
 )
