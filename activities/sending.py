@@ -33,7 +33,7 @@ from errors import clause
 from mail.message import Envelope, build_message
 from mail.rendering import Brand, RenderContext, RenderError
 from mail.sandbox import TemplateSandbox
-from mail.smtp import Mailer, PermanentSendError
+from mail.smtp import DotRefusedError, Mailer, PermanentSendError
 from store.messages import end_unfinished
 from store.models import Message, MessageState
 from store.session import SessionFactory, transaction
@@ -223,6 +223,22 @@ class Delivery:
             return SendResult(lost.outcome)
         except PermanentSendError as error:
             return await self._end(source, message_id, token, MessageState.FAILED, str(error))
+        except DotRefusedError as error:
+            # A definite "not taken": back to `prepared`, for the retry to send it.
+            await self._end(source, message_id, token, MessageState.PREPARED, str(error))
+            raise
+        except asyncio.CancelledError:
+            if handed:
+                # Cancelled (its heartbeat timed out) once the dot had gone: say so now.
+                await asyncio.shield(
+                    self._end(
+                        source, message_id, token, MessageState.UNCONFIRMED,
+                        "the attempt was cancelled after its final dot, before the peer's "
+                        "reply was recorded; it may have been delivered, so it is not sent "
+                        "again",
+                    )
+                )  # fmt: skip
+            raise
         except Exception as error:
             if handed:
                 # The peer had the whole message and its answer never came: it may have
@@ -284,7 +300,8 @@ class Delivery:
     async def _end(
         self, source: Source, message_id: int, token: str, state: MessageState, error: str | None
     ) -> SendResult:
-        """The attempt's last word, if it still holds the message."""
+        """The attempt's last word, if it still holds the message. Back to PREPARED (the
+        peer refused the dot for now) hands it to the retry, with nothing settled yet."""
         async with transaction(self._sessions, urgent=True) as session:
             ended = await session.execute(
                 update(Message)
@@ -305,10 +322,11 @@ class Delivery:
                 return SendResult(
                     _OUTCOME_OF.get(found, SendOutcome.UNCONFIRMED) if found else SendOutcome.FAILED
                 )
-            await source.settled(session)
+            if state is not MessageState.PREPARED:
+                await source.settled(session)
         if state is MessageState.SENT:
             return SendResult(SendOutcome.SENT)
-        return SendResult(_OUTCOME_OF[state])
+        return SendResult(_OUTCOME_OF.get(state, SendOutcome.FAILED))
 
     async def _note(self, message_id: int, token: str, error: str) -> None:
         """Keep the reason an attempt failed (to be retried) on its message."""

@@ -22,6 +22,11 @@ class PermanentSendError(Exception):
     """The SMTP peer refused for good (5xx): retrying cannot help."""
 
 
+class DotRefusedError(Exception):
+    """The peer answered the final dot with a temporary refusal (4xx): it did not take the
+    message, which may be sent again."""
+
+
 def _refused(response: aiosmtplib.SMTPResponse) -> Exception:
     if response.code >= 500:
         return PermanentSendError(f"{response.code} {response.message}")
@@ -97,6 +102,8 @@ class Mailer:
             ended = await _whole(self._check_then_dot(smtp, before_dot))
             if ended.code != 250:
                 reusable = ended.code < 500
+                if ended.code < 500:
+                    raise DotRefusedError(f"{ended.code} {ended.message}")
                 raise _refused(ended)
             reusable = True
         except aiosmtplib.SMTPResponseException as error:

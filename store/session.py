@@ -8,7 +8,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -131,6 +131,11 @@ async def transaction(
         session = sessions()
         try:
             async with session.begin():
+                if turns is not None:
+                    # The write lock first, so that what the transaction reads is what the
+                    # other processes' writers (the API, other workers) leave it: pysqlite
+                    # would only begin at the first write, after the reads.
+                    await session.execute(text("BEGIN IMMEDIATE"))
                 yield session
         finally:
             if close_later:

@@ -174,6 +174,8 @@ class Inbox:
 
     # When set, the peer refuses every recipient with this reply (e.g. a 5xx).
     refuse_with: str | None = None
+    # When set, the peer answers the next final dot with this reply (e.g. a 4xx), once.
+    refuse_data_once_with: str | None = None
     # A slow peer: it waits this long before answering RCPT, and again after the dot.
     delay_seconds: float = 0.0
 
@@ -187,6 +189,9 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuse_data_once_with is not None:
+            refusal, self.refuse_data_once_with = self.refuse_data_once_with, None
+            return refusal
         data = envelope.original_content or envelope.content
         self.raw.append(data)
         message = message_from_bytes(data, policy=policy.default)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from activities.nurture import NurtureActivities
 from config import Settings
 from mail.sandbox import TemplateSandbox
-from mail.smtp import Mailer
+from mail.smtp import DotRefusedError, Mailer
 from store.models import Enrolment, Message, MessageState
 from store.session import SessionFactory
 from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
@@ -145,5 +145,22 @@ async def test_a_retry_after_an_attempt_died_before_the_dot_sends_exactly_once(
     assert died.error == "ConnectionResetError: the worker died here"
     retry = await NurtureActivities(sessions, mailer, settings, templates).send_touchpoint(call)
     assert retry.outcome is SendOutcome.SENT
+    assert len(inbox[0].messages) == 1
+    assert (await _message(sessions)).state is MessageState.SENT
+
+
+async def test_a_dot_refused_for_now_is_sent_again_by_the_retry_once(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
+    templates: TemplateSandbox, mailer: Mailer, inbox: tuple[Inbox, int],
+) -> None:  # fmt: skip
+    """A 4xx to the final dot is the peer saying it did not take the message."""
+    call = await _due_touchpoint(api, tenant, sessions)
+    inbox[0].refuse_data_once_with = "451 4.3.0 try again later"
+    activities = NurtureActivities(sessions, mailer, settings, templates)
+    with pytest.raises(DotRefusedError):
+        await activities.send_touchpoint(call)
+    refused = await _message(sessions)
+    assert (refused.state, refused.error) == (MessageState.PREPARED, "451 4.3.0 try again later")
+    assert (await activities.send_touchpoint(call)).outcome is SendOutcome.SENT
     assert len(inbox[0].messages) == 1
     assert (await _message(sessions)).state is MessageState.SENT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from store.migrate import downgrade, upgrade
@@ -28,3 +28,19 @@ async def test_the_migrations_match_the_models_and_go_down_and_up_again(
     assert await _tables(engine) == set()
     upgrade(database_url)
     assert await _tables(engine) == set(Base.metadata.tables)
+
+
+async def test_on_sqlite_every_table_keeps_autoincrement_through_the_migrations(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    """SQLite's batch mode rebuilds tables from reflection, which loses AUTOINCREMENT: then
+    the id of a deleted last row could be handed out again."""
+    if engine.dialect.name != "sqlite":
+        return
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+        )
+        tables = {name: sql for name, sql in rows}
+    missing = [n for n in Base.metadata.tables if "AUTOINCREMENT" not in tables[n]]
+    assert missing == []
