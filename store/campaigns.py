@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from errors import ConflictError, NotFoundError, ValidationError
@@ -323,6 +323,14 @@ async def abandon_test_messages(
     """A test whose workflow did not finish: no test message waits for something to move
     it (store.messages.end_unfinished; an attempt still running finds its claim gone and
     sends nothing). Answers whether any message went out, or may have."""
+    # Taken from whatever attempt holds them, first: on SQLite this write takes the lock
+    # before the reads below, so that an attempt in the worker either sees its claim gone
+    # or has moved them on before they are read here.
+    await session.execute(
+        update(Message)
+        .where(Message.id.in_(message_ids), Message.source_kind == MessageSource.TEST)
+        .values(holder=None)
+    )
     rows = await session.scalars(
         select(Message)
         .where(Message.id.in_(message_ids), Message.source_kind == MessageSource.TEST)
