@@ -27,12 +27,6 @@ class DotRefusedError(Exception):
     message, which may be sent again."""
 
 
-def _refused(response: aiosmtplib.SMTPResponse) -> Exception:
-    if response.code >= 500:
-        return PermanentSendError(f"{response.code} {response.message}")
-    return aiosmtplib.SMTPResponseException(response.code, response.message)
-
-
 class Mailer:
     """Sends each message in its own SMTP transaction (MAIL, RCPT, DATA), on sessions kept
     open between messages (up to `IDLE_SESSIONS`): connecting and greeting cost as much as a
@@ -96,17 +90,18 @@ class Mailer:
             await smtp.rcpt(recipient)
             started = await smtp.execute_command(b"DATA")
             if started.code != 354:
-                raise _refused(started)
+                raise aiosmtplib.SMTPResponseException(started.code, started.message)
             assert smtp.protocol is not None
             smtp.protocol.write(content)
             ended = await _whole(self._check_then_dot(smtp, before_dot))
+            if ended.code >= 500:
+                raise aiosmtplib.SMTPResponseException(ended.code, ended.message)
             if ended.code != 250:
-                reusable = ended.code < 500
-                if ended.code < 500:
-                    raise DotRefusedError(f"{ended.code} {ended.message}")
-                raise _refused(ended)
+                reusable = True  # the transaction is over: the session serves the next
+                raise DotRefusedError(f"{ended.code} {ended.message}")
             reusable = True
         except aiosmtplib.SMTPResponseException as error:
+            # Every refusal, from RCPT to the dot: a 5xx is for good.
             raise _permanent(error) from error
         finally:
             # Mid-DATA (or after anything unforeseen) the session is dropped, never reused:
