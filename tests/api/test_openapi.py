@@ -32,10 +32,11 @@ from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
 from tests.conftest import Tenant
 
 # The run's bound: every phase (examples, coverage, fuzzing, stateful) once, with this
-# many examples an operation: 20 to 35 s on a 2-core machine. The deadline is for a run
-# that hangs: it stops there, and fails.
+# many examples an operation: 20 to 35 s on a quiet 2-core machine, 50 to 55 s on a busy
+# one. The deadline is only for a run that hangs (it stops there, and fails), never a
+# timing goal: it is far beyond what a slow machine takes.
 MAX_EXAMPLES = 10
-DEADLINE_SECONDS = 50.0
+DEADLINE_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
