@@ -74,6 +74,8 @@ def build_worker(
         workflow_runner=workflow_runner(),
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
+        # The sends run as local activities (workflows/nurture.py), as many at once.
+        max_concurrent_local_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
     )
 

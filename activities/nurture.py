@@ -8,6 +8,7 @@ which touchpoint comes next.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -138,6 +139,10 @@ class _TouchpointSource:
     def key(self) -> str:
         return touchpoint_key(self.call)
 
+    @property
+    def due(self) -> datetime | None:
+        return self.call.scheduled_at
+
     async def _enrolment(
         self, session: AsyncSession
     ) -> tuple[Enrolment, Candidate | None, Campaign] | None:
@@ -223,6 +228,8 @@ class _TestSource:
     @property
     def key(self) -> str:
         return self.message.idempotency_key
+
+    due = None
 
     async def new_message(self, session: AsyncSession) -> Message | None:
         return None

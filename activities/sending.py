@@ -20,6 +20,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -56,13 +57,18 @@ _OUTCOME_OF = {
 _LOST = "the attempt sending it stopped answering before the peer's reply"
 
 
+# The moment the running send was due, when its source knows it (see `now`).
+_DUE: ContextVar[datetime | None] = ContextVar("due", default=None)
+
+
 def now() -> datetime:
-    """Temporal's clock when it is ahead of ours (a time-skipping test server), else ours."""
+    """Temporal's clock when it is ahead of ours (a time-skipping test server), else ours:
+    an activity task's scheduled time, and for a local activity (scheduled by the worker,
+    on our clock) the moment its e-mail was due, which the workflow's clock had reached."""
     current = datetime.now(UTC)
     if activity.in_activity():
-        scheduled = activity.info().current_attempt_scheduled_time
-        if scheduled and scheduled > current:
-            return scheduled
+        ahead = [activity.info().current_attempt_scheduled_time, _DUE.get()]
+        return max([current, *(moment for moment in ahead if moment is not None)])
     return current
 
 
@@ -84,6 +90,11 @@ class Source(Protocol):
     @property
     def key(self) -> str:
         """The idempotency key: one message row, and one Message-ID, per key."""
+        ...
+
+    @property
+    def due(self) -> datetime | None:
+        """When the e-mail was due, if it was scheduled: the clock never reads earlier."""
         ...
 
     async def new_message(self, session: AsyncSession) -> Message | None:
@@ -133,8 +144,9 @@ def _attempt_token() -> str:
 
 @contextlib.asynccontextmanager
 async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeat while the send runs, whatever it waits for (a template process, SMTP)."""
-    if not activity.in_activity():
+    """Heartbeat while the send runs, whatever it waits for (a template process, SMTP). A
+    local activity has no heartbeat of its own: the SDK keeps its workflow task alive."""
+    if not activity.in_activity() or activity.info().is_local:
         yield
         return
 
@@ -161,8 +173,12 @@ class Delivery:
         self._templates = templates
 
     async def send(self, source: Source) -> SendResult:
-        async with _heartbeating():
-            return await self._send(source, _attempt_token())
+        due = _DUE.set(source.due)
+        try:
+            async with _heartbeating():
+                return await self._send(source, _attempt_token())
+        finally:
+            _DUE.reset(due)
 
     async def _send(self, source: Source, token: str) -> SendResult:
         async with transaction(self._sessions) as session:

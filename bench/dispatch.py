@@ -1,7 +1,7 @@
 """A morning's dispatch: N recipients due at the same minute, beside a bare baseline.
 
     .venv/bin/python bench/dispatch.py --n 2000 [--store sqlite|postgres]
-        [--kill-every SECONDS] [--freeze SECONDS] [--profile] [--keep]
+        [--kill-every SECONDS] [--freeze SECONDS] [--profile [raw|flamegraph|speedscope]] [--keep]
 
 It starts the isolated stack of bench/stack.py (Temporal dev server, store, mail sink,
 worker.py, the API, the bare worker), writes N candidates straight into the store (setup,
@@ -387,13 +387,8 @@ def tally(
 # -- ours ---------------------------------------------------------------------------------
 
 
-def worker_pid(stack: Stack, args: argparse.Namespace) -> int:
-    """worker.py's pid: under py-spy, the profiler's child."""
-    pid = stack.child("worker").process.pid
-    if args.profiling:
-        below = descendants(pid)
-        return below[0] if below else pid
-    return pid
+def worker_pid(stack: Stack) -> int:
+    return stack.child("worker").process.pid
 
 
 def chunks(ids: Sequence[int], size: int) -> Iterator[Sequence[int]]:
@@ -563,7 +558,8 @@ async def run_ours(running: Running, http: httpx.AsyncClient, args: argparse.Nam
     before = sink_names(running.mail_dir)
     await sleep_until(due)
     log(f"ours: due minute {at:%H:%M} — counting the sink")
-    tracked = Tracked(worker_pid(stack, args))
+    tracked = Tracked(worker_pid(stack))
+    spy = profiler(stack, args)
     tasks = []
     if args.kill_every:
         tasks.append(
@@ -577,6 +573,8 @@ async def run_ours(running: Running, http: httpx.AsyncClient, args: argparse.Nam
             progress, before,
         )  # fmt: skip
     finally:
+        if spy is not None:
+            args.profile_written = stop_profiler(spy, stack, args)
         progress.done.set()
         for task in tasks:
             task.cancel()
@@ -694,15 +692,35 @@ def py_spy() -> Path:
     return Path(sysconfig.get_path("scripts")) / "py-spy"
 
 
-def keep_profile(written: Path) -> str | None:
-    """The flame graph py-spy wrote, copied to bench/results/; its path there."""
+PROFILE_SUFFIX = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}
+
+
+def profiler(stack: Stack, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
+    """py-spy attached to worker.py for our dispatch window only (not the enrolment)."""
+    if not args.profile:
+        return None
+    output = stack.directory / f"worker-profile.{PROFILE_SUFFIX[args.profile]}"
+    command = [str(py_spy()), "record", "--pid", str(worker_pid(stack)),
+               "--format", args.profile, "--output", str(output)]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(
+    spy: subprocess.Popen[bytes], stack: Stack, args: argparse.Namespace
+) -> str | None:
+    """py-spy writes its profile when interrupted; it is copied to bench/results/."""
+    spy.send_signal(signal.SIGINT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        spy.wait(timeout=30)
+    suffix = PROFILE_SUFFIX[args.profile]
+    written = stack.directory / f"worker-profile.{suffix}"
     if not written.exists():
         log("py-spy wrote no profile")
         return None
     RESULTS.mkdir(exist_ok=True)
-    target = RESULTS / f"dispatch-profile-{datetime.now():%Y%m%d-%H%M%S}.svg"
+    target = RESULTS / f"dispatch-profile-{datetime.now():%Y%m%d-%H%M%S}.{suffix}"
     target.write_bytes(written.read_bytes())
-    log(f"worker profile written to {target.relative_to(ROOT)}")
+    log(f"worker profile of the dispatch window written to {target.relative_to(ROOT)}")
     return str(target.relative_to(ROOT))
 
 
@@ -781,18 +799,10 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     settings = Settings()  # the worker tuning the children inherit from our environment
     load = os.getloadavg()
     database_url = create_database(stack) if args.store == "postgres" else None
-    worker_command = None
-    profile: str | None = None
-    args.profiling = False
-    if args.profile:
-        if py_spy().exists():
-            args.profiling = True
-            profile = str(stack.directory / "worker-profile.svg")
-            worker_command = [str(py_spy()), "record", "--output", profile, "--",
-                              sys.executable, "worker.py"]  # fmt: skip
-        else:
-            profile = f"py-spy is not installed ({py_spy()})"
-            log(f"--profile: {profile}; running without it")
+    args.profile_written = None
+    if args.profile and not py_spy().exists():
+        log(f"--profile: py-spy is not installed ({py_spy()}); running without it")
+        args.profile = None
     running = await start_stack(
         stack,
         n=args.n,
@@ -801,7 +811,6 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         temporal_port=args.temporal_port,
         ui_port=args.ui_port,
         enrol_concurrency=args.concurrency,
-        worker_command=worker_command,
     )
     log("stack ready")
     async with running.http(args.request_timeout) as http:
@@ -811,14 +820,6 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         await asyncio.sleep(args.pause)
     bare = await run_bare(running, args)
     stack.check()
-    if worker_command is not None and profile is not None:
-        # py-spy writes its flame graph when interrupted.
-        spy = stack.child("worker").process
-        spy.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            spy.wait(timeout=30)
-        profile = keep_profile(Path(profile))
-
     o, b = ours.window, bare.window
     once = o.duplicates == 0 and o.missing == 0 and o.unique == args.n
     problems = worker_log_problems(stack)
@@ -847,7 +848,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         },
         "worker_log_warnings": len(problems),
         "worker_log_warning_samples": problems[:5],
-        "profile": profile if args.profile else None,
+        "profile": args.profile_written,
         "worker": {
             "max_cached_workflows": settings.max_cached_workflows,
             "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
@@ -875,7 +876,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--freeze", type=float, default=None, metavar="SECONDS",
         help="SIGSTOP worker.py for SECONDS once, when half our e-mails are in",
     )  # fmt: skip
-    parser.add_argument("--profile", action="store_true", help="run worker.py under py-spy")
+    parser.add_argument(
+        "--profile", nargs="?", const="flamegraph", choices=sorted(PROFILE_SUFFIX),
+        help="attach py-spy to worker.py for our dispatch window (default: a flame graph)",
+    )  # fmt: skip
     parser.add_argument("--touchpoints", type=int, default=1, help="our campaign's touchpoints")
     parser.add_argument("--chunk", type=int, default=1000, help="candidate ids per bulk request")
     parser.add_argument(

@@ -376,10 +376,9 @@ async def start(
     temporal_port: int = 0,
     ui_port: int = 0,
     enrol_concurrency: int = 25,
-    worker_command: Sequence[str] | None = None,
 ) -> Running:
     """Everything up and answering; N candidates in the store. `database_url` None is a
-    SQLite file in the stack's directory; `worker_command` replaces `python worker.py`."""
+    SQLite file in the stack's directory."""
     directory = stack.directory
     python = sys.executable
     temporal_port = temporal_port or free_port()
@@ -427,7 +426,7 @@ async def start(
         [python, "mailsink.py", "--port", str(smtp_port), "--dir", str(mail_dir)],
         env,
     )
-    stack.spawn("worker", list(worker_command or [python, "worker.py"]), env)
+    stack.spawn("worker", [python, "worker.py"], env)
     stack.spawn(
         "api",
         [python, "-m", "uvicorn", "--factory", "api.app:main", "--host", "127.0.0.1",

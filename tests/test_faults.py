@@ -100,7 +100,7 @@ async def test_a_dispatch_with_its_worker_killed_then_frozen_delivers_every_e_ma
         # Killed with a quarter in: its sends in flight are retried by the next worker.
         await _until("a quarter delivered", delivered_at_least(RECIPIENTS // 4), 120)
         stack.respawn("worker")
-        # Frozen with half in, past its heartbeat timeout: on thawing, its old attempts
+        # Frozen with half in, past its workflow task timeout: on thawing, its old attempts
         # and their retries run side by side in one process.
         await _until("half delivered", delivered_at_least(RECIPIENTS // 2), 120)
         frozen = stack.child("worker").process.pid

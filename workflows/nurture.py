@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.nurture import NurtureActivities
@@ -30,11 +31,35 @@ NEXT_SEND_AT = SearchAttributeKey.for_datetime("NurtureNextSendAt")
 SEARCH_ATTRIBUTES = (CAMPAIGN_ID, CANDIDATE_ID, STATE, NEXT_SEND_AT)
 
 SEND_HEARTBEAT = timedelta(seconds=10)
+SEND_TIMEOUT = timedelta(minutes=2)
+SEND_GIVE_UP = timedelta(days=1)
 SEND_RETRY = RetryPolicy(
     # Soon: a retry after a worker died finds the message as the dead attempt left it.
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=10),
+)
+
+
+# Sends run as local activities from this patch on (see `_send`).
+LOCAL_SEND = "send-in-workflow-task"
+
+
+def attempts_within(policy: RetryPolicy, span: timedelta) -> int:
+    """How many attempts `policy` starts within `span`: a local activity's give-up is
+    counted in attempts, because its schedule-to-close runs on the worker's clock, which a
+    time-skipping test server does not move."""
+    assert policy.initial_interval is not None and policy.maximum_interval is not None
+    attempts, waited, interval = 1, timedelta(0), policy.initial_interval
+    while waited + interval <= span:
+        waited += interval
+        attempts += 1
+        interval = min(interval * policy.backoff_coefficient, policy.maximum_interval)
+    return attempts
+
+
+LOCAL_SEND_RETRY = dataclasses.replace(
+    SEND_RETRY, maximum_attempts=attempts_within(SEND_RETRY, SEND_GIVE_UP)
 )
 
 
@@ -129,19 +154,40 @@ class NurtureWorkflow:
             next_position=following,
             next_send_at=following_due,
         )
+        # The send runs inside the workflow task that the due timer wakes (a local
+        # activity): no activity task to schedule, poll, heartbeat and complete, and no
+        # second workflow task, for each e-mail. A worker that dies or freezes meanwhile is
+        # noticed by the workflow task's timeout (10 s), and the send's fencing keeps the
+        # attempt that follows from sending twice. Histories from before keep their
+        # activity tasks.
+        local = workflow.patched(LOCAL_SEND)
+        summary = f"send touchpoint {position + 1}"
         try:
+            if local:
+                return await workflow.execute_local_activity_method(
+                    NurtureActivities.send_touchpoint,
+                    call,
+                    start_to_close_timeout=SEND_TIMEOUT,
+                    schedule_to_close_timeout=SEND_GIVE_UP,
+                    retry_policy=LOCAL_SEND_RETRY,
+                    # Every retry waits on a timer of the workflow's (a retry is rare): it
+                    # holds no workflow task open, and a time-skipping test skips it.
+                    local_retry_threshold=timedelta(seconds=1),
+                    summary=summary,
+                )
             return await workflow.execute_activity_method(
                 NurtureActivities.send_touchpoint,
                 call,
-                start_to_close_timeout=timedelta(minutes=2),
+                start_to_close_timeout=SEND_TIMEOUT,
                 # The send heartbeats: a killed or frozen worker is noticed in seconds.
                 heartbeat_timeout=SEND_HEARTBEAT,
-                schedule_to_close_timeout=timedelta(days=1),
+                schedule_to_close_timeout=SEND_GIVE_UP,
                 retry_policy=SEND_RETRY,
-                summary=f"send touchpoint {position + 1}",
+                summary=summary,
             )
-        except ActivityError:
-            # A day of retries did not get it out: record it as failed, and move on.
+        except (ActivityError, ApplicationError):
+            # A day of retries did not get it out: record it as failed, and move on. (A
+            # local activity's last failure can come unwrapped, as its own ApplicationError.)
             await workflow.execute_activity_method(
                 NurtureActivities.record_send_failure,
                 call,

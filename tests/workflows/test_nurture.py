@@ -12,7 +12,9 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from sqlalchemy import select
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import RetryPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -26,7 +28,7 @@ from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
 from tests.conftest import Inbox, Tenant
 from worker import activities_of, build_worker
 from workflows.contracts import ExitReason, RecipientState, nurture_workflow_id
-from workflows.nurture import NurtureWorkflow
+from workflows.nurture import LOCAL_SEND_RETRY, SEND_RETRY, NurtureWorkflow, attempts_within
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -666,3 +668,42 @@ async def test_a_body_past_a_limit_for_one_recipient_fails_that_send_and_the_cam
         "render: the body reads fields.role, whose value here is 30,000 characters long; "
         "the limit is 1,000"
     )
+
+
+async def test_a_touchpoint_is_sent_inside_the_workflow_task_its_timer_wakes(
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, inbox: tuple[Inbox, int]
+) -> None:
+    """One workflow task per e-mail, not three: the send is a local activity, recorded as a
+    marker, with no activity task of its own."""
+    mail, _ = inbox
+    plan = [touchpoint(tenant, "One"), touchpoint(tenant, "Two", interval_days=2)]
+    campaign = await saved_campaign(api, tenant, plan)
+    candidate = await add_candidate(api, tenant)
+    await enrol(api, tenant, campaign, candidate)
+    await env.sleep(timedelta(days=4))
+    assert (await final_state(env, campaign, candidate)).status == "completed"
+    assert [m["Subject"] for m in mail.messages] == ["One", "Two"]
+    handle = env.client.get_workflow_handle(nurture_workflow_id(campaign, candidate))
+    events = (await handle.fetch_history()).events
+    kinds = [EventType.Name(event.event_type) for event in events]
+    assert "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED" not in kinds
+    markers = [
+        event.marker_recorded_event_attributes.marker_name
+        for event in events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert markers.count("core_local_activity") == 2
+    # Started, then one task for each timer that fired (each sending its e-mail).
+    assert kinds.count("EVENT_TYPE_WORKFLOW_TASK_COMPLETED") == 3
+
+
+def test_a_local_send_gives_up_after_the_attempts_its_retry_policy_starts_in_a_day() -> None:
+    policy = RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=4),
+    )
+    # Waits of 1, 2 and 4 s fit in 10 s; a fourth (4 s more) would not.
+    assert attempts_within(policy, timedelta(seconds=10)) == 4
+    assert attempts_within(policy, timedelta(seconds=11)) == 5
+    assert LOCAL_SEND_RETRY.maximum_attempts == attempts_within(SEND_RETRY, timedelta(days=1))
