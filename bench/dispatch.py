@@ -695,11 +695,16 @@ def py_spy() -> Path:
 PROFILE_SUFFIX = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}
 
 
+def profile_path(stack: Stack, args: argparse.Namespace) -> Path:
+    """Where py-spy writes the profile, in the stack's directory."""
+    return stack.directory / f"worker-profile.{PROFILE_SUFFIX[args.profile]}"
+
+
 def profiler(stack: Stack, args: argparse.Namespace) -> subprocess.Popen[bytes] | None:
     """py-spy attached to worker.py for our dispatch window only (not the enrolment)."""
     if not args.profile:
         return None
-    output = stack.directory / f"worker-profile.{PROFILE_SUFFIX[args.profile]}"
+    output = profile_path(stack, args)
     command = [str(py_spy()), "record", "--pid", str(worker_pid(stack)),
                "--format", args.profile, "--output", str(output)]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -712,13 +717,12 @@ def stop_profiler(
     spy.send_signal(signal.SIGINT)
     with contextlib.suppress(subprocess.TimeoutExpired):
         spy.wait(timeout=30)
-    suffix = PROFILE_SUFFIX[args.profile]
-    written = stack.directory / f"worker-profile.{suffix}"
+    written = profile_path(stack, args)
     if not written.exists():
         log("py-spy wrote no profile")
         return None
     RESULTS.mkdir(exist_ok=True)
-    target = RESULTS / f"dispatch-profile-{datetime.now():%Y%m%d-%H%M%S}.{suffix}"
+    target = RESULTS / f"dispatch-profile-{datetime.now():%Y%m%d-%H%M%S}{written.suffix}"
     target.write_bytes(written.read_bytes())
     log(f"worker profile of the dispatch window written to {target.relative_to(ROOT)}")
     return str(target.relative_to(ROOT))
