@@ -697,6 +697,40 @@ async def test_a_touchpoint_is_sent_inside_the_workflow_task_its_timer_wakes(
     assert kinds.count("EVENT_TYPE_WORKFLOW_TASK_COMPLETED") == 3
 
 
+@pytest.mark.own_worker
+async def test_sends_waiting_for_a_slot_wait_outside_their_workflow_task(
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, settings: Settings,
+    sessions: SessionFactory, inbox: tuple[Inbox, int], templates: TemplateSandbox,
+) -> None:  # fmt: skip
+    """Twenty e-mails due at once, two sends at a time, a second each: the last would wait
+    ten seconds for a slot, past the point (8 s) where a workflow task holding a send is
+    renewed, and on a busy machine past its 10 s timeout. The worker takes no more tasks
+    than it has send slots, so each task holds only its own send."""
+    mail, _ = inbox
+    mail.delay_seconds = 0.5
+    tuned = settings.model_copy(update={"max_concurrent_activities": 2})
+    activities = activities_of(sessions, Mailer(tuned), tuned, env.client, templates)
+    async with build_worker(env.client, tuned, activities):
+        campaign = await saved_campaign(api, tenant, [touchpoint(tenant, "Due together")])
+        candidates = [
+            await add_candidate(api, tenant, email=f"slot{n}@example.org") for n in range(20)
+        ]
+        for candidate in candidates:
+            await enrol(api, tenant, campaign, candidate)
+        await env.sleep(timedelta(days=2))
+        for candidate in candidates:
+            assert (await final_state(env, campaign, candidate)).status == "completed"
+    assert sorted(rcpts[0] for _, rcpts in mail.envelopes) == sorted(
+        f"slot{n}@example.org" for n in range(20)
+    )
+    for candidate in candidates:
+        handle = env.client.get_workflow_handle(nurture_workflow_id(campaign, candidate))
+        kinds = [EventType.Name(e.event_type) for e in (await handle.fetch_history()).events]
+        # Started, then the task its timer woke, which sent: no renewed or expired task.
+        assert kinds.count("EVENT_TYPE_WORKFLOW_TASK_COMPLETED") == 2, (candidate, kinds)
+        assert "EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT" not in kinds, (candidate, kinds)
+
+
 def test_a_local_send_gives_up_after_the_attempts_its_retry_policy_starts_in_a_day() -> None:
     policy = RetryPolicy(
         initial_interval=timedelta(seconds=1),
