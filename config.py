@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     # (their limits are mail.rendering.LIMITS).
     render_processes: int = Field(default=2, ge=1)
 
+    @property
+    def workflow_task_slots(self) -> int:
+        """Workflow tasks the worker takes at once. A send runs inside the workflow task its
+        timer woke (a local activity, workflows/nurture.py): a task taken with no send slot
+        free would wait inside its 10 s timeout, and on a busy machine expire and run
+        again. So there are never more than there are send slots."""
+        return min(self.max_concurrent_workflow_tasks, self.max_concurrent_activities)
+
     def check_for_service(self) -> None:
         """Refuse to serve links signed with a secret anybody can read in our source: the
         API and the worker call this before they start."""

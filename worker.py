@@ -74,13 +74,9 @@ def build_worker(
         workflow_runner=workflow_runner(),
         max_cached_workflows=settings.max_cached_workflows,
         max_concurrent_activities=settings.max_concurrent_activities,
-        # The sends run as local activities (workflows/nurture.py), as many at once, each
-        # inside the workflow task its timer woke. A task taken with no send slot free
-        # would wait inside its 10 s timeout: on a busy machine it expires and runs again.
+        # The sends run as local activities (workflows/nurture.py), as many at once.
         max_concurrent_local_activities=settings.max_concurrent_activities,
-        max_concurrent_workflow_tasks=min(
-            settings.max_concurrent_workflow_tasks, settings.max_concurrent_activities
-        ),
+        max_concurrent_workflow_tasks=settings.workflow_task_slots,
     )
 
 

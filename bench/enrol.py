@@ -361,6 +361,8 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             "max_cached_workflows": settings.max_cached_workflows,
             "max_concurrent_workflow_tasks": settings.max_concurrent_workflow_tasks,
             "max_concurrent_activities": settings.max_concurrent_activities,
+            # What ours takes at once (bare takes max_concurrent_workflow_tasks).
+            "ours_workflow_task_slots": settings.workflow_task_slots,
         },
         "versions": versions(),
         "cpus": os.cpu_count(),
