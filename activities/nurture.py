@@ -38,7 +38,7 @@ from store.models import (
     Touchpoint,
     User,
 )
-from store.session import SessionFactory
+from store.session import SessionFactory, locking
 from workflows.contracts import (
     ExitReason,
     SendOutcome,
@@ -151,11 +151,13 @@ class _TouchpointSource:
         Its candidate and campaign come with it, in one query."""
         row = (
             await session.execute(
-                select(Enrolment, Candidate, Campaign)
-                .outerjoin(Candidate, Candidate.id == Enrolment.candidate_id)
-                .join(Campaign, Campaign.id == Enrolment.campaign_id)
-                .where(Enrolment.id == self.call.enrolment_id)
-                .with_for_update(of=Enrolment)
+                locking(
+                    select(Enrolment, Candidate, Campaign)
+                    .outerjoin(Candidate, Candidate.id == Enrolment.candidate_id)
+                    .join(Campaign, Campaign.id == Enrolment.campaign_id)
+                    .where(Enrolment.id == self.call.enrolment_id),
+                    of=Enrolment,
+                )
             )
         ).first()
         if row is None:

@@ -37,7 +37,7 @@ from mail.sandbox import TemplateSandbox
 from mail.smtp import DotRefusedError, Mailer, PermanentSendError
 from store.messages import end_unfinished
 from store.models import Message, MessageState
-from store.session import SessionFactory, transaction
+from store.session import SessionFactory, locking, transaction
 from workflows.contracts import SendOutcome, SendResult
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class Delivery:
     async def _send(self, source: Source, token: str) -> SendResult:
         async with transaction(self._sessions) as session:
             message = await session.scalar(
-                select(Message).where(Message.idempotency_key == source.key).with_for_update()
+                locking(select(Message).where(Message.idempotency_key == source.key))
             )
             if message is not None and message.state is not MessageState.PREPARED:
                 return await self._found_ended(session, message, source)
@@ -359,7 +359,7 @@ class Delivery:
         handed to the peer; then what comes next is recorded."""
         async with transaction(self._sessions) as session:
             message = await session.scalar(
-                select(Message).where(Message.idempotency_key == source.key).with_for_update()
+                locking(select(Message).where(Message.idempotency_key == source.key))
             )
             if message is None:
                 await source.settled(session)

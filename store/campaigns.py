@@ -23,6 +23,7 @@ from store.models import (
     Touchpoint,
     User,
 )
+from store.session import locking
 from workflows.contracts import NurturePlan, TouchpointPlan
 
 MIN_INTERVAL, MAX_INTERVAL = 1, 100
@@ -258,7 +259,7 @@ async def get_campaign(
     session: AsyncSession, company_id: int, campaign_id: int, *, for_update: bool = False
 ) -> Campaign:
     query = select(Campaign).where(Campaign.company_id == company_id, Campaign.id == campaign_id)
-    campaign = await session.scalar(query.with_for_update() if for_update else query)
+    campaign = await session.scalar(locking(query) if for_update else query)
     if campaign is None:
         raise NotFoundError(f"Campaign {campaign_id} does not exist.")
     return campaign
@@ -332,10 +333,11 @@ async def abandon_test_messages(
         .values(holder=None)
     )
     rows = await session.scalars(
-        select(Message)
-        .where(Message.id.in_(message_ids), Message.source_kind == MessageSource.TEST)
-        .with_for_update()
-        .execution_options(populate_existing=True)
+        locking(
+            select(Message).where(
+                Message.id.in_(message_ids), Message.source_kind == MessageSource.TEST
+            )
+        ).execution_options(populate_existing=True)
     )
     went_out = False
     for message in rows:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from errors import NotFoundError, ValidationError
 from store.models import Candidate, Company
+from store.session import locking
 
 
 def check_custom_fields(company: Company, fields: dict[str, Any]) -> None:
@@ -49,7 +50,7 @@ async def get_candidate(
     query = select(Candidate).where(
         Candidate.company_id == company_id, Candidate.id == candidate_id
     )
-    candidate = await session.scalar(query.with_for_update() if lock else query)
+    candidate = await session.scalar(locking(query) if lock else query)
     if candidate is None:
         raise NotFoundError(f"Candidate {candidate_id} does not exist.")
     return candidate

@@ -28,6 +28,7 @@ from store.models import (
     RecipientStatus,
     Touchpoint,
 )
+from store.session import locking
 from workflows import timing
 from workflows.contracts import ExitReason, NurtureInput, NurturePlan
 
@@ -120,9 +121,11 @@ async def add_recipients(
         existing = {
             e.candidate_id: e
             for e in await session.scalars(
-                select(Enrolment)
-                .where(Enrolment.campaign_id == campaign.id, Enrolment.candidate_id.in_(chunk))
-                .with_for_update()
+                locking(
+                    select(Enrolment).where(
+                        Enrolment.campaign_id == campaign.id, Enrolment.candidate_id.in_(chunk)
+                    )
+                )
             )
         }
         for candidate_id in candidate_ids[start : start + _CHUNK]:
@@ -177,13 +180,13 @@ async def get_enrolment(
     session: AsyncSession, company_id: int, campaign_id: int, candidate_id: int
 ) -> Enrolment:
     enrolment = await session.scalar(
-        select(Enrolment)
-        .where(
-            Enrolment.company_id == company_id,
-            Enrolment.campaign_id == campaign_id,
-            Enrolment.candidate_id == candidate_id,
+        locking(
+            select(Enrolment).where(
+                Enrolment.company_id == company_id,
+                Enrolment.campaign_id == campaign_id,
+                Enrolment.candidate_id == candidate_id,
+            )
         )
-        .with_for_update()
     )
     if enrolment is None:
         raise NotFoundError(
@@ -306,14 +309,16 @@ async def exit_candidate(
     """End the candidate's campaigns that this reason ends (unsubscribing ends all of them);
     answers the (campaign, run) of each enrolment ended."""
     rows = await session.execute(
-        select(Enrolment, Campaign.exit_options)
-        .join(Campaign, Campaign.id == Enrolment.campaign_id)
-        .where(
-            Enrolment.company_id == company_id,
-            Enrolment.candidate_id == candidate_id,
-            Enrolment.status.in_(STAYING),
+        locking(
+            select(Enrolment, Campaign.exit_options)
+            .join(Campaign, Campaign.id == Enrolment.campaign_id)
+            .where(
+                Enrolment.company_id == company_id,
+                Enrolment.candidate_id == candidate_id,
+                Enrolment.status.in_(STAYING),
+            ),
+            of=Enrolment,
         )
-        .with_for_update(of=Enrolment)
     )
     ended = []
     for enrolment, exit_options in rows:

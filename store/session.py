@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeVarTuple
 
-from sqlalchemy import event, text
+from sqlalchemy import Select, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -18,6 +18,18 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+_Row = TypeVarTuple("_Row")
+
+
+def locking(query: Select[*_Row], *, of: Any = None) -> Select[*_Row]:
+    """The query, taking the rows it reads for a write, as every writer here does (no-op on
+    SQLite, whose writers take turns on the file): FOR NO KEY UPDATE on PostgreSQL, since
+    no transaction changes a key. A foreign-key check (an insert that names the row) takes
+    KEY SHARE, which FOR UPDATE would make wait: a send inserting its message waited for
+    the candidate an unsubscribe had locked, while the unsubscribe waited for the enrolment
+    the send had locked, and PostgreSQL broke the deadlock by failing one of them."""
+    return query.with_for_update(of=of, key_share=True)
 
 
 def sync_url(database_url: str) -> URL:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
+from store.models import Enrolment
+from store.session import SessionFactory
 from tests.conftest import Tenant
+from workflows.contracts import SendTouchpoint
 
 CONSENT = {
     "given_at": "2026-01-15T10:00:00Z",
@@ -81,3 +86,24 @@ async def enrol(
         headers=tenant.admin,
     )
     assert response.status_code == 201, response.text
+
+
+async def due_touchpoint(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory
+) -> SendTouchpoint:
+    """A recipient whose first touchpoint a test sends by calling the activity itself, as
+    the worker would. Its workflow sleeps until tomorrow meanwhile, as long as the test
+    server's clock does not move."""
+    campaign = await saved_campaign(api, tenant, [touchpoint(tenant, "Hello")])
+    await enrol(api, tenant, campaign, await add_candidate(api, tenant))
+    async with sessions() as session:
+        enrolment = await session.scalar(select(Enrolment))
+    assert enrolment is not None
+    return SendTouchpoint(
+        enrolment_id=enrolment.id,
+        run=enrolment.run,
+        position=0,
+        scheduled_at=datetime(2030, 1, 1, 8, tzinfo=UTC),
+        next_position=None,
+        next_send_at=None,
+    )

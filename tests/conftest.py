@@ -90,16 +90,54 @@ async def register_search_attributes(client: Client) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-async def env() -> AsyncIterator[WorkflowEnvironment]:
+async def _start_test_server() -> WorkflowEnvironment:
     environment = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_binary("temporal-test-server"),
         # The default 5 s is too short for the JVM on a loaded 2-core machine.
         test_server_startup_timeout=timedelta(seconds=60),
     )
     await register_search_attributes(environment.client)
-    yield environment
-    await environment.shutdown()
+    return environment
+
+
+@dataclass
+class _TestServer:
+    running: WorkflowEnvironment | None = None
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
+@pytest.fixture(scope="session")
+async def _test_server() -> AsyncIterator[_TestServer]:
+    server = _TestServer()
+    yield server
+    if server.running is not None:
+        await server.running.shutdown()
+
+
+@pytest.fixture
+async def env(
+    request: pytest.FixtureRequest, _test_server: _TestServer
+) -> AsyncIterator[WorkflowEnvironment]:
+    """One time-skipping server for the run, replaced after a test that failed: that test
+    may have left workflows whose tasks nobody polls any more, and the server's clock
+    cannot skip past them, so every later test's sleep would time out (CI saw 36 tests
+    fail after one)."""
+    if _test_server.running is None:
+        _test_server.running = await _start_test_server()
+    yield _test_server.running
+    if request.node.stash.get(_FAILED, False):
+        await _test_server.running.shutdown()
+        _test_server.running = None
 
 
 # -- store --------------------------------------------------------------------------------

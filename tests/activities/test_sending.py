@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import httpx
@@ -19,11 +18,11 @@ from activities.nurture import NurtureActivities
 from config import Settings
 from mail.sandbox import TemplateSandbox
 from mail.smtp import DotRefusedError, Mailer
-from store.models import Enrolment, Message, MessageState
+from store.models import Message, MessageState
 from store.session import SessionFactory
-from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
+from tests.builders import due_touchpoint
 from tests.conftest import Inbox, Tenant
-from workflows.contracts import SendOutcome, SendTouchpoint
+from workflows.contracts import SendOutcome
 
 
 class _Frozen(Mailer):
@@ -59,26 +58,6 @@ class _Frozen(Mailer):
         await super().send(message, sender, recipient, frozen_around_the_check)
 
 
-async def _due_touchpoint(
-    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory
-) -> SendTouchpoint:
-    """A recipient whose first touchpoint the attempts below send. Its workflow sleeps
-    until tomorrow meanwhile: the test server's clock does not move in these tests."""
-    campaign = await saved_campaign(api, tenant, [touchpoint(tenant, "Hello")])
-    await enrol(api, tenant, campaign, await add_candidate(api, tenant))
-    async with sessions() as session:
-        enrolment = await session.scalar(select(Enrolment))
-    assert enrolment is not None
-    return SendTouchpoint(
-        enrolment_id=enrolment.id,
-        run=enrolment.run,
-        position=0,
-        scheduled_at=datetime(2030, 1, 1, 8, tzinfo=UTC),
-        next_position=None,
-        next_send_at=None,
-    )
-
-
 async def _message(sessions: SessionFactory) -> Message:
     async with sessions() as session:
         [message] = (await session.scalars(select(Message))).all()
@@ -89,7 +68,7 @@ async def test_a_zombie_resumed_after_its_retry_sent_finds_its_claim_gone_and_se
     api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
     templates: TemplateSandbox, mailer: Mailer, inbox: tuple[Inbox, int],
 ) -> None:  # fmt: skip
-    call = await _due_touchpoint(api, tenant, sessions)
+    call = await due_touchpoint(api, tenant, sessions)
     frozen = _Frozen(settings, "before_check")
     zombie = asyncio.create_task(
         NurtureActivities(sessions, frozen, settings, templates).send_touchpoint(call)
@@ -110,7 +89,7 @@ async def test_a_zombie_frozen_right_before_the_dot_is_counted_unconfirmed_never
     api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
     templates: TemplateSandbox, mailer: Mailer, inbox: tuple[Inbox, int],
 ) -> None:  # fmt: skip
-    call = await _due_touchpoint(api, tenant, sessions)
+    call = await due_touchpoint(api, tenant, sessions)
     frozen = _Frozen(settings, "after_check")
     zombie = asyncio.create_task(
         NurtureActivities(sessions, frozen, settings, templates).send_touchpoint(call)
@@ -134,7 +113,7 @@ async def test_a_retry_after_an_attempt_died_before_the_dot_sends_exactly_once(
 ) -> None:  # fmt: skip
     """It died with the whole content at the peer, before its last check: its session was
     dropped mid-DATA, so nothing was delivered, and the retry sends it."""
-    call = await _due_touchpoint(api, tenant, sessions)
+    call = await due_touchpoint(api, tenant, sessions)
     dying = _Frozen(settings, "before_check", die=True)
     with pytest.raises(ConnectionResetError):
         await NurtureActivities(sessions, dying, settings, templates).send_touchpoint(call)
@@ -154,7 +133,7 @@ async def test_a_dot_refused_for_now_is_sent_again_by_the_retry_once(
     templates: TemplateSandbox, mailer: Mailer, inbox: tuple[Inbox, int],
 ) -> None:  # fmt: skip
     """A 4xx to the final dot is the peer saying it did not take the message."""
-    call = await _due_touchpoint(api, tenant, sessions)
+    call = await due_touchpoint(api, tenant, sessions)
     inbox[0].refuse_data_once_with = "451 4.3.0 try again later"
     activities = NurtureActivities(sessions, mailer, settings, templates)
     with pytest.raises(DotRefusedError):

@@ -10,19 +10,29 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.testing import WorkflowEnvironment
 
+from activities.nurture import NurtureActivities, _TouchpointSource
 from config import Settings
 from mail import links
 from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
 from orchestration import Workflows
-from store.models import Enrolment, EnrolmentBatch, Message, MessageState
+from store.models import (
+    Candidate,
+    Enrolment,
+    EnrolmentBatch,
+    Message,
+    MessageState,
+    RecipientStatus,
+)
 from store.session import SessionFactory
-from tests.builders import add_candidate, saved_campaign, touchpoint
+from tests.builders import add_candidate, due_touchpoint, saved_campaign, touchpoint
 from tests.conftest import Inbox, Tenant
 from worker import activities_of, build_worker
+from workflows.contracts import ExitReason, SendOutcome
 
 RACERS = 200
 
@@ -187,3 +197,69 @@ async def test_a_bulk_add_whose_api_died_after_starting_its_batch_can_be_retried
     # ended now, since the test server's clock cannot move past it once no worker polls.
     [orphan] = orphans
     await env.client.get_workflow_handle(orphan).terminate("test finished")
+
+
+async def _waiting_on_a_lock(sessions: SessionFactory) -> None:
+    """Until a transaction other than this one waits for a row lock (PostgreSQL). On
+    SQLite, whose writers take turns on the whole file, a moment is left instead."""
+    async with sessions() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            await asyncio.sleep(0.3)
+            return
+        for _ in range(500):
+            waiting = await session.scalar(
+                text("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()")
+            )
+            await session.rollback()
+            if waiting:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("nothing came to wait for a row lock")
+
+
+async def test_an_unsubscribe_meeting_a_send_that_writes_its_message_row_both_go_through(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
+    templates: TemplateSandbox, mailer: Mailer, inbox: tuple[Inbox, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A send's first check locks the enrolment, then writes the message row, whose
+    foreign key to the candidate takes a share of the candidate's row; the unsubscribe
+    locks the candidate, then the enrolments. Here the unsubscribe comes in between."""
+    call = await due_touchpoint(api, tenant, sessions)
+    async with sessions() as session:
+        candidate = await session.scalar(select(Enrolment.candidate_id))
+    assert candidate is not None
+    token = links.sign_unsubscribe(
+        settings.signing_secret.get_secret_value(), tenant.company_id, candidate
+    )
+    unsubscribing: list[asyncio.Task[httpx.Response]] = []
+    new_message = _TouchpointSource.new_message
+
+    async def once_the_unsubscribe_waits(
+        self: _TouchpointSource, session: AsyncSession
+    ) -> Message | None:
+        unsubscribing.append(asyncio.create_task(api.post(f"/unsubscribe/{token}")))
+        await _waiting_on_a_lock(sessions)
+        return await new_message(self, session)
+
+    monkeypatch.setattr(_TouchpointSource, "new_message", once_the_unsubscribe_waits)
+    sent = await NurtureActivities(sessions, mailer, settings, templates).send_touchpoint(call)
+    [unsubscribed] = await asyncio.gather(*unsubscribing)
+    assert unsubscribed.status_code == 200, unsubscribed.text
+    # Whichever of the send's last check and the unsubscribe came first, the answer holds.
+    delivered = [rcpts for _, rcpts in inbox[0].envelopes]
+    assert (sent.outcome, delivered) in (
+        (SendOutcome.SENT, [["marie@example.org"]]),
+        (SendOutcome.LEFT, []),
+    ), sent
+    async with sessions() as session:
+        enrolment = await session.scalar(select(Enrolment))
+        unsubscribed_at = await session.scalar(select(Candidate.unsubscribed_at))
+    assert unsubscribed_at is not None
+    # Its only touchpoint sent, the recipient had completed; else the unsubscribe ended it.
+    assert enrolment is not None
+    assert (enrolment.status, enrolment.exit_reason) == (
+        (RecipientStatus.COMPLETED, None)
+        if delivered
+        else (RecipientStatus.EXITED, ExitReason.UNSUBSCRIBED.value)
+    )
