@@ -294,9 +294,10 @@ async def end_campaigns(
     session: AsyncSession, company_id: int, candidate_id: int, reason: ExitReason, now: datetime
 ) -> list[tuple[int, int]]:
     """What an event or an unsubscribe ends, in the open transaction: the campaigns this
-    reason ends, and an unsubscription recorded. The candidate row is locked before the
-    enrolments, in the order a send's last check takes them. Answers the (campaign, run)
-    of each enrolment ended, to signal once the caller has committed."""
+    reason ends, and an unsubscription recorded. The candidate row is locked, then the
+    enrolments: a send holding an enrolment may meanwhile insert a message naming the
+    candidate, whose KEY SHARE this lock lets through (store.session.locking). Answers
+    the (campaign, run) of each enrolment ended, to signal once the caller has committed."""
     candidate = await candidate_store.get_candidate(session, company_id, candidate_id, lock=True)
     if reason is ExitReason.UNSUBSCRIBED and candidate.unsubscribed_at is None:
         candidate.unsubscribed_at = now

@@ -200,7 +200,8 @@ async def test_a_bulk_add_whose_api_died_after_starting_its_batch_can_be_retried
 
 
 async def _waiting_on_a_lock(sessions: SessionFactory) -> None:
-    """Until a transaction other than this one waits for a row lock (PostgreSQL). On
+    """Until a transaction of this database other than this one waits for a row lock
+    (PostgreSQL: other runs' databases on the same server do not count). On
     SQLite, whose writers take turns on the whole file, a moment is left instead."""
     async with sessions() as session:
         if session.get_bind().dialect.name != "postgresql":
@@ -208,7 +209,13 @@ async def _waiting_on_a_lock(sessions: SessionFactory) -> None:
             return
         for _ in range(500):
             waiting = await session.scalar(
-                text("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()")
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+                    # (A row lock is waited for on its holder's transaction id, a lock
+                    # of no database: the waiter's session tells whose it is.)
+                    " AND pid IN (SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database())"
+                )
             )
             await session.rollback()
             if waiting:
