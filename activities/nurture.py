@@ -7,11 +7,12 @@ which touchpoint comes next.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import RowMapping, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -24,6 +25,7 @@ from mail.rendering import Brand, RenderContext, sample_context
 from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
 from store import enrolments as enrolment_store
+from store.messages import MessageRow
 from store.models import (
     Campaign,
     CampaignStatus,
@@ -37,6 +39,7 @@ from store.models import (
     RecipientStatus,
     Touchpoint,
     User,
+    table,
 )
 from store.session import SessionFactory, locking
 from workflows.contracts import (
@@ -52,21 +55,63 @@ def touchpoint_key(call: SendTouchpoint) -> str:
     return f"nurture/{call.enrolment_id}/{call.run}/{call.position}"
 
 
+_TOUCHPOINTS, _COMPANIES, _USERS = table(Touchpoint), table(Company), table(User)
+_CANDIDATES, _ENROLMENTS, _CAMPAIGNS = table(Candidate), table(Enrolment), table(Campaign)
+
+# What a touchpoint says, its company and sender, and (outer-joined: a test may have none)
+# the candidate whose values it carries, in one query built once.
+_CONTENT = (
+    select(
+        _TOUCHPOINTS.c.subject,
+        _TOUCHPOINTS.c.body,
+        _TOUCHPOINTS.c.format,
+        _COMPANIES.c.id.label("company_id"),
+        _COMPANIES.c.name.label("company_name"),
+        _COMPANIES.c.time_zone,
+        _COMPANIES.c.custom_fields.label("company_fields"),
+        _COMPANIES.c.brand_name,
+        _COMPANIES.c.brand_logo_url,
+        _COMPANIES.c.brand_primary_color,
+        _COMPANIES.c.brand_accent_color,
+        _USERS.c.name.label("sender_name"),
+        _USERS.c.email.label("sender_email"),
+        _USERS.c.title.label("sender_title"),
+        _CANDIDATES.c.id.label("candidate_id"),
+        _CANDIDATES.c.first_name,
+        _CANDIDATES.c.last_name,
+        _CANDIDATES.c.email.label("candidate_email"),
+        _CANDIDATES.c.custom_fields.label("candidate_fields"),
+    )
+    .select_from(
+        _TOUCHPOINTS.join(_COMPANIES, _COMPANIES.c.id == _TOUCHPOINTS.c.company_id)
+        .join(_USERS, _USERS.c.id == _TOUCHPOINTS.c.sender_user_id)
+        .outerjoin(
+            _CANDIDATES,
+            (_CANDIDATES.c.id == bindparam("candidate_id"))
+            & (_CANDIDATES.c.company_id == _COMPANIES.c.id),
+        )
+    )
+    .where(
+        _TOUCHPOINTS.c.campaign_id == bindparam("campaign_id"),
+        _TOUCHPOINTS.c.position == bindparam("position"),
+    )
+)
+
+
 async def _content(
-    session: AsyncSession, settings: Settings, message: Message, candidate: Candidate | None
+    session: AsyncSession, settings: Settings, message: MessageRow, candidate_id: int | None
 ) -> Content:
     """A touchpoint to its recipient, or to a test address with a candidate's values (or
     sample ones): a test may borrow a candidate's values, never their inbox."""
     assert message.campaign_id is not None and message.position is not None
     found = (
-        await session.execute(
-            select(Touchpoint, Company, User)
-            .join(Company, Company.id == Touchpoint.company_id)
-            .join(User, User.id == Touchpoint.sender_user_id)
-            .where(
-                Touchpoint.campaign_id == message.campaign_id,
-                Touchpoint.position == message.position,
-            )
+        await (await session.connection()).execute(
+            _CONTENT,
+            {
+                "campaign_id": message.campaign_id,
+                "position": message.position,
+                "candidate_id": candidate_id,
+            },
         )
     ).first()
     if found is None:
@@ -74,58 +119,83 @@ async def _content(
             f"Campaign {message.campaign_id} has no touchpoint {message.position + 1}.",
             non_retryable=True,
         )
-    touchpoint, company, sender = found
+    row = found._mapping
     is_test = message.source_kind is MessageSource.TEST
-    if candidate is not None:
-        first, last, values = candidate.first_name, candidate.last_name, candidate.custom_fields
+    has_candidate = row["candidate_id"] is not None
+    company_fields: list[str] = row["company_fields"]
+    if has_candidate:
+        first, last, values = row["first_name"], row["last_name"], row["candidate_fields"]
     else:
-        sample = sample_context(company.custom_fields)
+        sample = sample_context(company_fields)
         first, last, values = sample.first_name, sample.last_name, sample.fields
-    if is_test:
-        address = message.test_address or ""
-    else:
-        address = candidate.email or "" if candidate is not None else ""
+    address = (message.test_address if is_test else row["candidate_email"]) or ""
     token = links.sign_unsubscribe(
         settings.signing_secret.get_secret_value(),
-        company.id,
-        candidate.id if candidate is not None and not is_test else links.TEST_CANDIDATE,
+        row["company_id"],
+        row["candidate_id"] if has_candidate and not is_test else links.TEST_CANDIDATE,
     )
     url = links.unsubscribe_url(settings.public_base_url, token)
+    company_name, sender_name = row["company_name"], row["sender_name"]
     return Content(
         envelope=Envelope(
-            sender_name=sender.name,
-            sender_address=sender.email,
+            sender_name=sender_name,
+            sender_address=row["sender_email"],
             recipient_name=f"{first} {last}".strip(),
             recipient_address=address,
             message_id=message.message_id,
-            date=now().astimezone(ZoneInfo(company.time_zone)),
+            date=now().astimezone(ZoneInfo(row["time_zone"])),
             unsubscribe_url=url,
             unsubscribe_mailto=links.unsubscribe_mailto(settings.mail_domain, token),
             campaign_id=message.campaign_id,
             is_test=is_test,
         ),
-        subject=touchpoint.subject,
-        body=touchpoint.body,
-        branded=touchpoint.format is Format.BRANDED,
+        subject=row["subject"],
+        body=row["body"],
+        branded=row["format"] is Format.BRANDED,
         context=RenderContext(
             first_name=first,
             last_name=last,
-            company_name=company.name,
-            sender_name=sender.name,
-            sender_title=sender.title,
+            company_name=company_name,
+            sender_name=sender_name,
+            sender_title=row["sender_title"],
             unsubscribe_url=url,
-            fields={name: values.get(name, "") for name in company.custom_fields},
+            fields={name: values.get(name, "") for name in company_fields},
         ),
         brand=Brand(
-            name=company.brand_name or company.name,
-            logo_url=company.brand_logo_url,
-            primary_color=company.brand_primary_color,
-            accent_color=company.brand_accent_color,
+            name=row["brand_name"] or company_name,
+            logo_url=row["brand_logo_url"],
+            primary_color=row["brand_primary_color"],
+            accent_color=row["brand_accent_color"],
         ),
     )
 
 
-@dataclass(frozen=True)
+# The enrolment with what decides whether it may still receive, locked (PostgreSQL; see
+# `_TouchpointSource._enrolment`); the candidate outer-joined, since an erased one is gone.
+_ENROLMENT = locking(
+    select(
+        _ENROLMENTS.c.company_id,
+        _ENROLMENTS.c.campaign_id,
+        _ENROLMENTS.c.candidate_id,
+        _ENROLMENTS.c.run,
+        _ENROLMENTS.c.status,
+        _ENROLMENTS.c.exit_reason,
+        _ENROLMENTS.c.paused_at,
+        _CANDIDATES.c.id.label("candidate_present"),
+        _CANDIDATES.c.unsubscribed_at,
+        _CAMPAIGNS.c.status.label("campaign_status"),
+    )
+    .select_from(
+        _ENROLMENTS.outerjoin(_CANDIDATES, _CANDIDATES.c.id == _ENROLMENTS.c.candidate_id).join(
+            _CAMPAIGNS, _CAMPAIGNS.c.id == _ENROLMENTS.c.campaign_id
+        )
+    )
+    .where(_ENROLMENTS.c.id == bindparam("enrolment_id")),
+    of=_ENROLMENTS,
+)
+
+
+@dataclass
 class _TouchpointSource:
     """Touchpoint `call.position` of one enrolment, to the candidate's own address."""
 
@@ -134,6 +204,8 @@ class _TouchpointSource:
     # The workflow asking, when known: an enrolment id that a rolled-back transaction
     # handed out can come again (SQLite), so the enrolment must be the workflow's own.
     workflow_id: str | None
+    # The enrolment as `stop` last read it, for the message row written after it.
+    _enrolment_row: RowMapping | None = field(default=None, init=False)
 
     @property
     def key(self) -> str:
@@ -143,75 +215,69 @@ class _TouchpointSource:
     def due(self) -> datetime | None:
         return self.call.scheduled_at
 
-    async def _enrolment(
-        self, session: AsyncSession
-    ) -> tuple[Enrolment, Candidate | None, Campaign] | None:
+    async def _enrolment(self, session: AsyncSession) -> RowMapping | None:
         """The enrolment, locked (PostgreSQL): an exit updates it, so that exit waits for
         this transaction, or this one for it and then reads what it wrote (store.messages).
         Its candidate and campaign come with it, in one query."""
-        row = (
-            await session.execute(
-                locking(
-                    select(Enrolment, Candidate, Campaign)
-                    .outerjoin(Candidate, Candidate.id == Enrolment.candidate_id)
-                    .join(Campaign, Campaign.id == Enrolment.campaign_id)
-                    .where(Enrolment.id == self.call.enrolment_id),
-                    of=Enrolment,
-                )
-            )
+        connection = await session.connection()
+        found = (
+            await connection.execute(_ENROLMENT, {"enrolment_id": self.call.enrolment_id})
         ).first()
-        if row is None:
+        if found is None:
             return None
-        enrolment, candidate, campaign = row
-        if enrolment.run != self.call.run:
+        row = found._mapping
+        if row["run"] != self.call.run:
             return None
         if self.workflow_id is not None and self.workflow_id != nurture_workflow_id(
-            enrolment.campaign_id, enrolment.candidate_id
+            row["campaign_id"], row["candidate_id"]
         ):
             return None
-        return enrolment, candidate, campaign
+        self._enrolment_row = row
+        return row
 
-    async def new_message(self, session: AsyncSession) -> Message | None:
-        enrolment = await session.get_one(Enrolment, self.call.enrolment_id)
-        return Message(
-            company_id=enrolment.company_id,
-            idempotency_key=self.key,
-            message_id=message_id_for(self.key, self.settings.mail_domain),
-            source_kind=MessageSource.TOUCHPOINT,
-            source_id=enrolment.campaign_id,
-            campaign_id=enrolment.campaign_id,
-            position=self.call.position,
-            candidate_id=enrolment.candidate_id,
-            enrolment_id=enrolment.id,
-            state=MessageState.PREPARED,
-            attempts=0,
-            scheduled_at=self.call.scheduled_at,
-        )
+    async def new_message(self, session: AsyncSession) -> dict[str, Any] | None:
+        enrolment = self._enrolment_row
+        assert enrolment is not None, "written once `stop` has let the send go"
+        return {
+            "company_id": enrolment["company_id"],
+            "idempotency_key": self.key,
+            "message_id": message_id_for(self.key, self.settings.mail_domain),
+            "source_kind": MessageSource.TOUCHPOINT,
+            "source_id": enrolment["campaign_id"],
+            "campaign_id": enrolment["campaign_id"],
+            "position": self.call.position,
+            "candidate_id": enrolment["candidate_id"],
+            "enrolment_id": self.call.enrolment_id,
+            "state": MessageState.PREPARED,
+            "scheduled_at": self.call.scheduled_at,
+        }
 
     async def stop(self, session: AsyncSession) -> SendResult | None:
-        found = await self._enrolment(session)
-        if found is None:
+        enrolment = await self._enrolment(session)
+        if enrolment is None:
             return SendResult(SendOutcome.LEFT, exit_reason=ExitReason.NOT_ENROLLED.value)
-        enrolment, candidate, campaign = found
-        if enrolment.status in (RecipientStatus.EXITED, RecipientStatus.COMPLETED):
-            reason = enrolment.exit_reason or enrolment.status.value
+        status = enrolment["status"]
+        if status in (RecipientStatus.EXITED, RecipientStatus.COMPLETED):
+            reason = enrolment["exit_reason"] or status.value
             return SendResult(SendOutcome.LEFT, exit_reason=reason)
-        if candidate is None or candidate.unsubscribed_at is not None:
-            reason = ExitReason.ERASED if candidate is None else ExitReason.UNSUBSCRIBED
-            enrolment_store.exit_enrolment(enrolment, reason, now())
-            return SendResult(SendOutcome.LEFT, exit_reason=reason.value)
-        if campaign.status is CampaignStatus.ARCHIVED:
-            enrolment_store.exit_enrolment(enrolment, ExitReason.ARCHIVED, now())
-            return SendResult(SendOutcome.LEFT, exit_reason=ExitReason.ARCHIVED.value)
-        if enrolment.status is RecipientStatus.PAUSED:
-            return SendResult(SendOutcome.PAUSED, paused_at=enrolment.paused_at)
-        if campaign.status is CampaignStatus.PAUSED:
+        exit = None
+        if enrolment["candidate_present"] is None:
+            exit = ExitReason.ERASED
+        elif enrolment["unsubscribed_at"] is not None:
+            exit = ExitReason.UNSUBSCRIBED
+        elif enrolment["campaign_status"] is CampaignStatus.ARCHIVED:
+            exit = ExitReason.ARCHIVED
+        if exit is not None:
+            await enrolment_store.exit_enrolment_by_id(session, self.call.enrolment_id, exit, now())
+            return SendResult(SendOutcome.LEFT, exit_reason=exit.value)
+        if status is RecipientStatus.PAUSED:
+            return SendResult(SendOutcome.PAUSED, paused_at=enrolment["paused_at"])
+        if enrolment["campaign_status"] is CampaignStatus.PAUSED:
             return SendResult(SendOutcome.PAUSED, paused_at=now())
         return None
 
-    async def content(self, session: AsyncSession, message: Message) -> Content:
-        candidate = await session.get(Candidate, message.candidate_id)
-        return await _content(session, self.settings, message, candidate)
+    async def content(self, session: AsyncSession, message: MessageRow) -> Content:
+        return await _content(session, self.settings, message, message.candidate_id)
 
     async def settled(self, session: AsyncSession) -> None:
         await enrolment_store.advance(
@@ -233,17 +299,14 @@ class _TestSource:
 
     due = None
 
-    async def new_message(self, session: AsyncSession) -> Message | None:
+    async def new_message(self, session: AsyncSession) -> dict[str, Any] | None:
         return None
 
     async def stop(self, session: AsyncSession) -> SendResult | None:
         return None
 
-    async def content(self, session: AsyncSession, message: Message) -> Content:
-        candidate = None
-        if message.candidate_id is not None:
-            candidate = await session.get(Candidate, message.candidate_id)
-        return await _content(session, self.settings, message, candidate)
+    async def content(self, session: AsyncSession, message: MessageRow) -> Content:
+        return await _content(session, self.settings, message, message.candidate_id)
 
     async def settled(self, session: AsyncSession) -> None:
         return None

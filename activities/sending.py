@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -35,8 +35,8 @@ from mail.message import Envelope, build_message
 from mail.rendering import Brand, RenderContext, RenderError
 from mail.sandbox import TemplateSandbox
 from mail.smtp import DotRefusedError, Mailer, PermanentSendError
-from store.messages import end_unfinished
-from store.models import Message, MessageState
+from store.messages import MESSAGE_ROW, MESSAGES, MessageRow, unfinished_ending
+from store.models import MessageState
 from store.session import SessionFactory, locking, transaction
 from workflows.contracts import SendOutcome, SendResult
 
@@ -55,6 +55,39 @@ _OUTCOME_OF = {
 }
 
 _LOST = "the attempt sending it stopped answering before the peer's reply"
+_GAVE_UP = "gave up after the last retry"
+
+# The statements of every send, built once and bound per call (Core, no entities: the ORM's
+# statement building, loading and flush cost a send more than SQLite does).
+_ID = MESSAGES.c.id == bindparam("row_id")
+_HELD = MESSAGES.c.holder == bindparam("token")
+_FIND = locking(select(*MESSAGE_ROW).where(MESSAGES.c.idempotency_key == bindparam("key")))
+_WRITE = insert(MESSAGES).returning(*MESSAGE_ROW)
+_TAKE_OVER = (
+    update(MESSAGES).where(_ID).values(holder=bindparam("token"), attempts=MESSAGES.c.attempts + 1)
+)
+_TO_SENDING = (
+    update(MESSAGES)
+    .where(_ID, _HELD, MESSAGES.c.state == MessageState.PREPARED)
+    .values(state=MessageState.SENDING)
+)
+_END = (
+    update(MESSAGES)
+    .where(_ID, _HELD, MESSAGES.c.state.in_((MessageState.PREPARED, MessageState.SENDING)))
+    .values(
+        state=bindparam("new_state"),
+        error=bindparam("new_error"),
+        holder=None,
+        sent_at=bindparam("at"),
+    )
+)
+_NOTE = update(MESSAGES).where(_ID, _HELD).values(error=bindparam("new_error"))
+_UNFINISHED = (
+    update(MESSAGES)
+    .where(_ID)
+    .values(state=bindparam("new_state"), error=bindparam("new_error"), holder=None)
+)
+_STATE = select(MESSAGES.c.state).where(_ID)
 
 
 # The moment the running send was due, when its source knows it (see `now`).
@@ -97,8 +130,9 @@ class Source(Protocol):
         """When the e-mail was due, if it was scheduled: the clock never reads earlier."""
         ...
 
-    async def new_message(self, session: AsyncSession) -> Message | None:
-        """The row to write when none exists yet (None: the caller wrote it beforehand)."""
+    async def new_message(self, session: AsyncSession) -> dict[str, Any] | None:
+        """The columns of the row to write when none exists yet, once `stop` let it go
+        (None: the caller wrote it beforehand)."""
         ...
 
     async def stop(self, session: AsyncSession) -> SendResult | None:
@@ -107,7 +141,7 @@ class Source(Protocol):
         message to `sending`, so what the store commits before wins."""
         ...
 
-    async def content(self, session: AsyncSession, message: Message) -> Content: ...
+    async def content(self, session: AsyncSession, message: MessageRow) -> Content: ...
 
     async def settled(self, session: AsyncSession) -> None:
         """What comes next, once the message has ended (in the transaction that says so)."""
@@ -182,9 +216,9 @@ class Delivery:
 
     async def _send(self, source: Source, token: str) -> SendResult:
         async with transaction(self._sessions) as session:
-            message = await session.scalar(
-                locking(select(Message).where(Message.idempotency_key == source.key))
-            )
+            connection = await session.connection()
+            found = (await connection.execute(_FIND, {"key": source.key})).first()
+            message = MessageRow(**found._mapping) if found is not None else None
             if message is not None and message.state is not MessageState.PREPARED:
                 return await self._found_ended(session, message, source)
             stop = await source.stop(session)
@@ -192,15 +226,17 @@ class Delivery:
                 if message is not None:
                     await _withdraw(session, message.id, stop)
                 return stop
-            if message is None:
-                message = await source.new_message(session)
-                if message is None:
-                    raise ApplicationError(f"No message {source.key}.", non_retryable=True)
-                session.add(message)
             # Taking the message over fences out an attempt the server gave up on.
-            message.holder = token
-            message.attempts += 1
-            await session.flush()
+            if message is None:
+                columns = await source.new_message(session)
+                if columns is None:
+                    raise ApplicationError(f"No message {source.key}.", non_retryable=True)
+                written = await connection.execute(
+                    _WRITE, {**columns, "holder": token, "attempts": 1}
+                )
+                message = MessageRow(**written.one()._mapping)
+            else:
+                await connection.execute(_TAKE_OVER, {"row_id": message.id, "token": token})
             content = await source.content(session, message)
             message_id = message.id
 
@@ -271,19 +307,19 @@ class Delivery:
         return await asyncio.shield(self._end(source, message_id, token, MessageState.SENT, None))
 
     async def _found_ended(
-        self, session: AsyncSession, message: Message, source: Source
+        self, session: AsyncSession, message: MessageRow, source: Source
     ) -> SendResult:
         """An attempt finds its message past PREPARED: it never sends it again."""
-        if message.state is MessageState.SENDING:
+        state = message.state
+        if state is MessageState.SENDING:
             # Whoever handed it over is gone (the server retried): this is RFC 1047's window.
-            end_unfinished(message, _LOST)
-            log.warning("message %s unconfirmed: %s", message.idempotency_key, message.error)
-        if message.state is MessageState.WITHDRAWN:
+            state = await _end_unfinished(session, message, _LOST)
+        if state is MessageState.WITHDRAWN:
             stop = await source.stop(session)
             if stop is not None:
                 return stop
         await source.settled(session)
-        return SendResult(_OUTCOME_OF.get(message.state, SendOutcome.FAILED))
+        return SendResult(_OUTCOME_OF.get(state, SendOutcome.FAILED))
 
     async def _last_check(self, source: Source, message_id: int, token: str) -> None:
         """Right before the final dot: the claim, then the store's word once more, in one
@@ -295,18 +331,14 @@ class Delivery:
         # Nothing is awaited between this commit and the dot (see mail.smtp): a worker
         # killed in between would leave `sending` a message that never left.
         async with transaction(self._sessions, urgent=True, close_later=True) as session:
-            taken = await session.execute(
-                update(Message)
-                .where(
-                    Message.id == message_id,
-                    Message.state == MessageState.PREPARED,
-                    Message.holder == token,
-                )
-                .values(state=MessageState.SENDING)
-            )
-            if not _changed(taken):
-                message = await session.get_one(Message, message_id)
-                raise _LostClaimError(_OUTCOME_OF.get(message.state, SendOutcome.UNCONFIRMED))
+            connection = await session.connection()
+            held = {"row_id": message_id, "token": token}
+            if not _changed(await connection.execute(_TO_SENDING, held)):
+                found = await connection.scalar(_STATE, held)
+                if found is None:
+                    # Gone with a pause another attempt met: the retry asks the store anew.
+                    raise ApplicationError(f"Message {message_id} is gone; asking again.")
+                raise _LostClaimError(_OUTCOME_OF.get(found, SendOutcome.UNCONFIRMED))
             stop = await source.stop(session)
             if stop is not None:
                 await _withdraw(session, message_id, stop)
@@ -319,22 +351,19 @@ class Delivery:
         """The attempt's last word, if it still holds the message. Back to PREPARED (the
         peer refused the dot for now) hands it to the retry, with nothing settled yet."""
         async with transaction(self._sessions, urgent=True) as session:
-            ended = await session.execute(
-                update(Message)
-                .where(
-                    Message.id == message_id,
-                    Message.holder == token,
-                    Message.state.in_((MessageState.PREPARED, MessageState.SENDING)),
-                )
-                .values(
-                    state=state,
-                    error=error,
-                    holder=None,
-                    sent_at=now() if state is MessageState.SENT else None,
-                )
+            connection = await session.connection()
+            ended = await connection.execute(
+                _END,
+                {
+                    "row_id": message_id,
+                    "token": token,
+                    "new_state": state,
+                    "new_error": error,
+                    "at": now() if state is MessageState.SENT else None,
+                },
             )
             if not _changed(ended):
-                found = await session.scalar(select(Message.state).where(Message.id == message_id))
+                found = await connection.scalar(_STATE, {"row_id": message_id})
                 return SendResult(
                     _OUTCOME_OF.get(found, SendOutcome.UNCONFIRMED) if found else SendOutcome.FAILED
                 )
@@ -347,10 +376,8 @@ class Delivery:
     async def _note(self, message_id: int, token: str, error: str) -> None:
         """Keep the reason an attempt failed (to be retried) on its message."""
         async with transaction(self._sessions) as session:
-            await session.execute(
-                update(Message)
-                .where(Message.id == message_id, Message.holder == token)
-                .values(error=error)
+            await (await session.connection()).execute(
+                _NOTE, {"row_id": message_id, "token": token, "new_error": error}
             )
 
     async def give_up(self, source: Source) -> SendOutcome:
@@ -358,28 +385,37 @@ class Delivery:
         to move it. It is failed with the last error seen, or unconfirmed if it had been
         handed to the peer; then what comes next is recorded."""
         async with transaction(self._sessions) as session:
-            message = await session.scalar(
-                locking(select(Message).where(Message.idempotency_key == source.key))
-            )
-            if message is None:
-                await source.settled(session)
-                return SendOutcome.FAILED
-            if message.state in (MessageState.PREPARED, MessageState.SENDING):
-                end_unfinished(message, "gave up after the last retry")
+            connection = await session.connection()
+            found = (await connection.execute(_FIND, {"key": source.key})).first()
+            state = MessageState.FAILED
+            if found is not None:
+                state = await _end_unfinished(session, MessageRow(**found._mapping), _GAVE_UP)
             await source.settled(session)
-            return _OUTCOME_OF.get(message.state, SendOutcome.FAILED)
+            return _OUTCOME_OF.get(state, SendOutcome.FAILED)
+
+
+async def _end_unfinished(session: AsyncSession, message: MessageRow, reason: str) -> MessageState:
+    """store.messages.unfinished_ending, written; its holder loses its claim."""
+    state, error = unfinished_ending(message.state, message.error, reason)
+    if state is not message.state:
+        await (await session.connection()).execute(
+            _UNFINISHED, {"row_id": message.id, "new_state": state, "new_error": error}
+        )
+        log.warning("message %s %s: %s", message.idempotency_key, state.value, error)
+    return state
 
 
 async def _withdraw(session: AsyncSession, message_id: int, stop: SendResult) -> None:
     """The store said stop before anything was delivered. A recipient who left gets the
     message `withdrawn` with the reason; a paused one's row goes (nothing was sent, and the
     touchpoint is sent afresh on resume)."""
+    connection = await session.connection()
     if stop.outcome is SendOutcome.PAUSED:
-        await session.execute(delete(Message).where(Message.id == message_id))
+        await connection.execute(delete(MESSAGES).where(MESSAGES.c.id == message_id))
         return
-    await session.execute(
-        update(Message)
-        .where(Message.id == message_id)
+    await connection.execute(
+        update(MESSAGES)
+        .where(MESSAGES.c.id == message_id)
         .values(
             state=MessageState.WITHDRAWN,
             holder=None,

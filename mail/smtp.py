@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from email.message import EmailMessage
+from email.message import Message
 
 import aiosmtplib
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
@@ -75,7 +75,7 @@ class Mailer:
 
     async def send(
         self,
-        message: EmailMessage,
+        message: Message,
         sender: str,
         recipient: str,
         before_dot: Callable[[], Awaitable[None]],

@@ -12,7 +12,7 @@ from datetime import datetime, time
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,7 @@ from store.models import (
     EnrolmentBatch,
     RecipientStatus,
     Touchpoint,
+    table,
 )
 from store.session import locking
 from workflows import timing
@@ -250,9 +251,31 @@ async def resume_recipient(
     return enrolment
 
 
+def _exited(reason: ExitReason, now: datetime) -> dict[str, Any]:
+    return {
+        "status": RecipientStatus.EXITED,
+        "exit_reason": reason,
+        "left_at": now,
+        "next_position": None,
+        "next_send_at": None,
+    }
+
+
 def exit_enrolment(enrolment: Enrolment, reason: ExitReason, now: datetime) -> None:
-    enrolment.status, enrolment.exit_reason, enrolment.left_at = RecipientStatus.EXITED, reason, now
-    enrolment.next_position = enrolment.next_send_at = None
+    for name, value in _exited(reason, now).items():
+        setattr(enrolment, name, value)
+
+
+_ENROLMENTS = table(Enrolment)
+_EXIT = update(_ENROLMENTS).where(_ENROLMENTS.c.id == bindparam("enrolment_id"))
+
+
+async def exit_enrolment_by_id(
+    session: AsyncSession, enrolment_id: int, reason: ExitReason, now: datetime
+) -> None:
+    """`exit_enrolment` for an enrolment read as a Core row (the send path's)."""
+    connection = await session.connection()
+    await connection.execute(_EXIT.values(_exited(reason, now)), {"enrolment_id": enrolment_id})
 
 
 async def remove_recipient(
@@ -269,6 +292,28 @@ async def remove_recipient(
     return enrolment
 
 
+_STAYING_IN_RUN = (
+    _ENROLMENTS.c.id == bindparam("enrolment_id"),
+    _ENROLMENTS.c.run == bindparam("enrolment_run"),
+    _ENROLMENTS.c.status.in_(STAYING),
+)
+_ADVANCE = (
+    update(_ENROLMENTS)
+    .where(*_STAYING_IN_RUN)
+    .values(next_position=bindparam("position"), next_send_at=bindparam("send_at"))
+)
+_COMPLETE = (
+    update(_ENROLMENTS)
+    .where(*_STAYING_IN_RUN)
+    .values(
+        status=RecipientStatus.COMPLETED,
+        left_at=bindparam("now"),
+        next_position=None,
+        next_send_at=None,
+    )
+)
+
+
 async def advance(
     session: AsyncSession,
     enrolment_id: int,
@@ -279,15 +324,15 @@ async def advance(
 ) -> None:
     """A touchpoint of run `run` has ended: record the next one, or the campaign completed
     after the last. A recipient who left meanwhile stays as they left; one paused keeps
-    their place. One statement: it runs in every send's last transaction."""
-    values: dict[str, Any] = {"next_position": next_position, "next_send_at": next_send_at}
+    their place. One statement, built once: it runs in every send's last transaction."""
+    connection = await session.connection()
+    where = {"enrolment_id": enrolment_id, "enrolment_run": run}
     if next_position is None:
-        values |= {"status": RecipientStatus.COMPLETED, "left_at": now}
-    await session.execute(
-        update(Enrolment)
-        .where(Enrolment.id == enrolment_id, Enrolment.run == run, Enrolment.status.in_(STAYING))
-        .values(values)
-    )
+        await connection.execute(_COMPLETE, {**where, "now": now})
+    else:
+        await connection.execute(
+            _ADVANCE, {**where, "position": next_position, "send_at": next_send_at}
+        )
 
 
 async def end_campaigns(

@@ -4,28 +4,57 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, fields
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.models import Message, MessageState
+from store.models import Message, MessageSource, MessageState, table
 from store.session import SessionFactory
 
 
-def end_unfinished(message: Message, reason: str) -> None:
-    """A message nothing will move any more (its last retry is over, its test was given
-    up) ends here: one still `prepared` never reached the peer and is failed; one
-    `sending` had its whole content handed to the peer, which may have delivered it (RFC
-    1047), so it is unconfirmed and never sent again. Its holder loses its claim."""
-    if message.state is MessageState.PREPARED:
-        seen = f"; the last error was: {message.error}" if message.error else ""
-        message.state, message.error = MessageState.FAILED, f"{reason}{seen}"
-    elif message.state is MessageState.SENDING:
-        message.state = MessageState.UNCONFIRMED
-        message.error = (
+@dataclass(frozen=True)
+class MessageRow:
+    """What the send path reads of a message (a Core row, not an entity: store/models.table)."""
+
+    id: int
+    company_id: int
+    idempotency_key: str
+    message_id: str
+    source_kind: MessageSource
+    campaign_id: int | None
+    position: int | None
+    candidate_id: int | None
+    test_address: str | None
+    state: MessageState
+    error: str | None
+
+
+MESSAGES = table(Message)
+MESSAGE_ROW = tuple(MESSAGES.c[field.name] for field in fields(MessageRow))
+
+
+def unfinished_ending(
+    state: MessageState, error: str | None, reason: str
+) -> tuple[MessageState, str | None]:
+    """How a message nothing will move any more ends (its last retry is over, its test was
+    given up): one still `prepared` never reached the peer and is failed; one `sending` had
+    its whole content handed to the peer, which may have delivered it (RFC 1047), so it is
+    unconfirmed and never sent again. Any other state stays as it is."""
+    if state is MessageState.PREPARED:
+        seen = f"; the last error was: {error}" if error else ""
+        return MessageState.FAILED, f"{reason}{seen}"
+    if state is MessageState.SENDING:
+        return MessageState.UNCONFIRMED, (
             f"{reason}, after its content was handed to the peer: it may have been "
             "delivered, so it is not sent again"
         )
+    return state, error
+
+
+def end_unfinished(message: Message, reason: str) -> None:
+    """`unfinished_ending` on an entity; its holder loses its claim."""
+    message.state, message.error = unfinished_ending(message.state, message.error, reason)
     message.holder = None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -59,6 +60,12 @@ def utcnow() -> datetime:
 # with it, unlike PostgreSQL's sequences. So no workflow id is built from an id that is
 # handed out before the commit of the transaction that makes it (see EnrolmentBatch.key).
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
+def table(model: type[Base]) -> Table:
+    """A model's table, for the Core statements of hot paths (built once, bound per call:
+    no entities to load, track or flush)."""
+    return cast(Table, model.__table__)
 
 
 class Base(DeclarativeBase):

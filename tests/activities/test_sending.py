@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from email.message import EmailMessage
+from email.message import Message as Email
 
 import httpx
 import pytest
@@ -45,7 +45,7 @@ class _Frozen(Mailer):
 
     async def send(
         self,
-        message: EmailMessage,
+        message: Email,
         sender: str,
         recipient: str,
         before_dot: Callable[[], Awaitable[None]],

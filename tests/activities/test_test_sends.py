@@ -4,7 +4,7 @@ is left in a state that nothing will move."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from email.message import EmailMessage
+from email.message import Message as Email
 
 import httpx
 from sqlalchemy import select, update
@@ -56,7 +56,7 @@ class _Overtaken(Mailer):
 
     async def send(
         self,
-        message: EmailMessage,
+        message: Email,
         sender: str,
         recipient: str,
         before_dot: Callable[[], Awaitable[None]],

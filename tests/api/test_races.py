@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from email.message import EmailMessage
+from email.message import Message as Email
 from typing import Any
 
 import httpx
@@ -46,7 +46,7 @@ class _SlowDot(Mailer):
 
     async def send(
         self,
-        message: EmailMessage,
+        message: Email,
         sender: str,
         recipient: str,
         before_dot: Callable[[], Awaitable[None]],
@@ -244,7 +244,7 @@ async def test_an_unsubscribe_meeting_a_send_that_writes_its_message_row_both_go
 
     async def once_the_unsubscribe_waits(
         self: _TouchpointSource, session: AsyncSession
-    ) -> Message | None:
+    ) -> dict[str, Any] | None:
         unsubscribing.append(asyncio.create_task(api.post(f"/unsubscribe/{token}")))
         await _waiting_on_a_lock(sessions)
         return await new_message(self, session)

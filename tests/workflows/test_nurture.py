@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
+from email.message import Message as Email
 from email.utils import parsedate_to_datetime
 from zoneinfo import ZoneInfo
 
@@ -355,7 +356,7 @@ class _FailingOnce(Mailer):
         self.calls = 0
 
     async def send(
-        self, message: EmailMessage, sender: str, recipient: str,
+        self, message: Email, sender: str, recipient: str,
         before_dot: Callable[[], Awaitable[None]],
     ) -> None:  # fmt: skip
         self.calls += 1
@@ -542,7 +543,7 @@ class _RemovingMidSend(Mailer):
         self.sessions = sessions
 
     async def send(
-        self, message: EmailMessage, sender: str, recipient: str,
+        self, message: Email, sender: str, recipient: str,
         before_dot: Callable[[], Awaitable[None]],
     ) -> None:  # fmt: skip
         async with self.sessions() as session, session.begin():
@@ -575,7 +576,7 @@ async def test_a_recipient_removed_while_their_send_is_under_way_receives_nothin
 
 class _Unreachable(Mailer):
     async def send(
-        self, message: EmailMessage, sender: str, recipient: str,
+        self, message: Email, sender: str, recipient: str,
         before_dot: Callable[[], Awaitable[None]],
     ) -> None:  # fmt: skip
         raise ConnectionRefusedError("the SMTP server does not answer")
