@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVarTuple
 
-from sqlalchemy import Select, event, text
+import aiosqlite
+from sqlalchemy import Select, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -56,16 +58,75 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # The API and the worker write the same file: WAL lets readers go on while one writes,
     # and the busy timeout makes a writer wait instead of failing.
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")  # first: the others may need a lock
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+class _SqliteOnTheLoop(aiosqlite.Connection):
+    """aiosqlite's connection, whose calls that cannot wait run on the event loop instead of
+    in its thread: a trip to the thread and back costs more CPU than our statements do, and
+    a send makes some forty of them.
+
+    A call can wait only in SQLite's busy handler, for a lock that another connection
+    holds (up to the busy timeout); on the loop, that would stall every coroutine of the
+    process, the lock's holder among them. So on the loop run only: the statements of a
+    transaction that already holds the write lock (it began with BEGIN IMMEDIATE, on the
+    thread), its commit or rollback, a commit or rollback with no transaction (nothing to
+    do), making a cursor, and fetching from or closing one (stepping what already runs: in
+    WAL mode a read never waits for a writer). Everything else goes to the thread: BEGIN
+    IMMEDIATE itself, a write that begins its own transaction, a read outside one,
+    PRAGMAs, closing the connection."""
+
+    _holds_write_lock = False
+
+    def _cannot_wait(self, connection: sqlite3.Connection, call: Any) -> bool:
+        if not connection.in_transaction:
+            self._holds_write_lock = False
+        owner, name = getattr(call, "__self__", None), getattr(call, "__name__", "")
+        if isinstance(owner, sqlite3.Cursor):
+            if name in ("execute", "executemany"):
+                return self._holds_write_lock
+            return name in ("fetchone", "fetchmany", "fetchall", "close")
+        if owner is connection:
+            if name in ("commit", "rollback"):
+                return self._holds_write_lock or not connection.in_transaction
+            return name == "cursor"
+        return False
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        connection = self._connection
+        if connection is not None and self._running and self._cannot_wait(connection, fn):
+            return fn(*args, **kwargs)
+        result = await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+        if getattr(fn, "__name__", "") == "execute" and args and args[0] == BEGIN_IMMEDIATE:
+            self._holds_write_lock = True
+        return result
+
+
+BEGIN_IMMEDIATE = "BEGIN IMMEDIATE"
+
+
+def _sqlite_on_the_loop(database: str) -> Callable[[], Awaitable[aiosqlite.Connection]]:
+    async def connect() -> aiosqlite.Connection:
+        # Used from the loop and from its own thread, one call at a time (SQLAlchemy awaits
+        # each): the check for the thread that made it does not apply.
+        connection = _SqliteOnTheLoop(
+            lambda: sqlite3.connect(database, check_same_thread=False), iter_chunk_size=64
+        )
+        connection._thread.daemon = True  # as SQLAlchemy's dialect does: exit never waits
+        return await connection
+
+    return connect
 
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     url = async_url(database_url)
     if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:" and not url.query:
+            kwargs.setdefault("async_creator", _sqlite_on_the_loop(url.database))
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
@@ -147,7 +208,7 @@ async def transaction(
                     # The write lock first, so that what the transaction reads is what the
                     # other processes' writers (the API, other workers) leave it: pysqlite
                     # would only begin at the first write, after the reads.
-                    await session.execute(text("BEGIN IMMEDIATE"))
+                    await (await session.connection()).exec_driver_sql(BEGIN_IMMEDIATE)
                 yield session
         finally:
             if close_later:
