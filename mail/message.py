@@ -71,8 +71,11 @@ class Envelope:
 
 # The stdlib's legacy message API (compat32): a quarter of the CPU of EmailMessage's
 # header registry, which parses back every header it is given. It checks nothing, so what
-# goes in is checked here: one line per header value, an address in ASCII.
-# Long header values (the signed unsubscribe URL) are folded only beyond RFC 5322's 998.
+# goes in is checked here: an ASCII value is one line, an address is ASCII, and text that
+# is not ASCII goes in as a Header, which the generator encodes (RFC 2047).
+# Lines are folded only beyond RFC 5322's 998: an ASCII value (the signed unsubscribe URL)
+# is never cut, and folding ASCII at 78 would add spaces where compat32 splits it (at a
+# comma, say); an encoded value is folded between encoded words, which decoding joins.
 WIRE = compat32.clone(linesep="\r\n", max_line_length=998)
 
 # What needs it goes in UTF-8, quoted-printable: readable, and safe over 7-bit hops.
@@ -82,22 +85,31 @@ _UTF8.header_encoding = _UTF8.body_encoding = QP
 
 def _one_line(value: str) -> str:
     if "\r" in value or "\n" in value:
-        # The values are cleaned before (mail.rendering.header_text): never reached.
+        # Names and subjects are cleaned before (mail.rendering.header_text), the rest
+        # are ours: a guard that no change may slip a header in.
         raise PermanentSendError("a header value has a line break; it is not sent")
     return value
 
 
-def _address(name: str, address: str) -> str:
-    return formataddr((header_text(name), address), _UTF8)
+def _address(header: str, name: str, address: str) -> str | Header:
+    name = header_text(name)
+    if name.isascii():
+        return formataddr((name, address))  # quoted where it needs to be
+    mailbox = Header(name, _UTF8, header_name=header)  # its first line counts the name
+    mailbox.append(f" <{address}>", "us-ascii")
+    return mailbox
 
 
-def _text(value: str) -> str:
-    """One line: an RFC 2047 encoded word when not ASCII (as long as it needs, as before)."""
-    return value if value.isascii() else Header(value, _UTF8).encode(maxlinelen=998)
+def _text(header: str, value: str) -> str | Header:
+    return value if value.isascii() else Header(value, _UTF8, header_name=header)
+
+
+# Line breaks on the wire; str.splitlines would also split on form feeds and the like.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 def _fill(part: Message, text: str, subtype: str) -> None:
-    if text.isascii() and all(len(line) <= 998 for line in text.splitlines()):
+    if text.isascii() and all(len(line) <= 998 for line in _LINE_BREAK.split(text)):
         part.set_payload(text)
         part["MIME-Version"] = "1.0"
         part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
@@ -118,11 +130,13 @@ def build_message(envelope: Envelope, email: RenderedEmail) -> Message:
         if not address.isascii():
             # Written before addresses were checked: no retry can ever deliver it.
             raise PermanentSendError(f"the address {address!r} is not ASCII; it cannot be sent")
-    message = Message(policy=WIRE)
-    headers = {
-        "From": _address(envelope.sender_name, envelope.sender_address),
-        "To": _address(envelope.recipient_name, envelope.recipient_address),
-        "Subject": _text(f"[TEST] {email.subject}" if envelope.is_test else email.subject),
+    message: Message[str, str | Header] = Message(policy=WIRE)
+    headers: dict[str, str | Header] = {
+        "From": _address("From", envelope.sender_name, envelope.sender_address),
+        "To": _address("To", envelope.recipient_name, envelope.recipient_address),
+        "Subject": _text(
+            "Subject", f"[TEST] {email.subject}" if envelope.is_test else email.subject
+        ),
         "Date": format_datetime(envelope.date),
         "Message-ID": envelope.message_id,
     }
@@ -136,7 +150,7 @@ def build_message(envelope: Envelope, email: RenderedEmail) -> Message:
     if envelope.is_test:
         headers["X-Nurture-Test"] = "yes"
     for name, value in headers.items():
-        message[name] = _one_line(value)
+        message[name] = value if isinstance(value, Header) else _one_line(value)
     if email.html is None:
         _fill(message, email.text, "plain")
     else:
