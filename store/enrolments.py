@@ -454,4 +454,5 @@ def nurture_input(enrolment: Enrolment, plan: NurturePlan) -> NurtureInput:
         run=enrolment.run,
         entered_at=enrolment.entered_at,
         plan=plan,
+        sends_locally=True,
     )
