@@ -56,6 +56,7 @@ _OUTCOME_OF = {
 
 _LOST = "the attempt sending it stopped answering before the peer's reply"
 _GAVE_UP = "gave up after the last retry"
+_NEVER_WRITTEN = "no attempt's first check ever committed its message, so nothing was sent"
 
 # The statements of every send, built once and bound per call (Core, no entities: the ORM's
 # statement building, loading and flush cost a send more than SQLite does).
@@ -390,6 +391,15 @@ class Delivery:
             state = MessageState.FAILED
             if found is not None:
                 state = await _end_unfinished(session, MessageRow(**found._mapping), _GAVE_UP)
+            elif await source.stop(session) is None:
+                # No attempt's first check ever committed its message (the store was out of
+                # reach, say): the failure is on record all the same.
+                columns = await source.new_message(session)
+                if columns is not None:
+                    await connection.execute(
+                        insert(MESSAGES),
+                        {**columns, "state": state, "error": f"{_GAVE_UP}; {_NEVER_WRITTEN}"},
+                    )
             await source.settled(session)
             return _OUTCOME_OF.get(state, SendOutcome.FAILED)
 

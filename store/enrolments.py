@@ -454,5 +454,4 @@ def nurture_input(enrolment: Enrolment, plan: NurturePlan) -> NurtureInput:
         run=enrolment.run,
         entered_at=enrolment.entered_at,
         plan=plan,
-        sends_locally=True,
     )

@@ -66,10 +66,6 @@ class NurtureInput:
     run: int
     entered_at: datetime
     plan: NurturePlan
-    # Every start from this field on says its sends run as local activities, rather than a
-    # patch: a patch's marker comes with an upsert of TemporalChangeVersion, one more
-    # visibility write per workflow for the server. Older inputs lack it (NurtureWorkflow).
-    sends_locally: bool = False
 
 
 @dataclass(frozen=True)

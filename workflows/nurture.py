@@ -159,9 +159,8 @@ class NurtureWorkflow:
         # second workflow task, for each e-mail. A worker that dies or freezes meanwhile is
         # noticed by the workflow task's timeout (10 s), and the send's fencing keeps the
         # attempt that follows from sending twice. Histories from before keep their
-        # activity tasks: an input without `sends_locally` asks the patch, which is true
-        # for those started after it came in (and is never asked by today's starts).
-        local = self._input.sends_locally or workflow.patched(LOCAL_SEND)
+        # activity tasks.
+        local = workflow.patched(LOCAL_SEND)
         summary = f"send touchpoint {position + 1}"
         try:
             if local:

@@ -18,7 +18,7 @@ from activities.nurture import NurtureActivities
 from config import Settings
 from mail.sandbox import TemplateSandbox
 from mail.smtp import DotRefusedError, Mailer
-from store.models import Message, MessageState
+from store.models import Enrolment, Message, MessageState, RecipientStatus
 from store.session import SessionFactory
 from tests.builders import due_touchpoint
 from tests.conftest import Inbox, Tenant
@@ -143,3 +143,21 @@ async def test_a_dot_refused_for_now_is_sent_again_by_the_retry_once(
     assert (await activities.send_touchpoint(call)).outcome is SendOutcome.SENT
     assert len(inbox[0].messages) == 1
     assert (await _message(sessions)).state is MessageState.SENT
+
+
+async def test_a_send_given_up_before_any_attempt_wrote_its_message_is_recorded_failed(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
+    templates: TemplateSandbox, mailer: Mailer, inbox: tuple[Inbox, int],
+) -> None:  # fmt: skip
+    """Every first check failed (the store was unreachable for a day, say), then the last
+    retry was over: the recipient moves on, and the touchpoint is on record as failed."""
+    call = await due_touchpoint(api, tenant, sessions)
+    await NurtureActivities(sessions, mailer, settings, templates).record_send_failure(call)
+    message = await _message(sessions)
+    assert (message.state, message.position, message.attempts) == (MessageState.FAILED, 0, 0)
+    assert message.error is not None
+    assert message.error.startswith("gave up after the last retry; no attempt's first check")
+    async with sessions() as session:
+        enrolment = await session.get_one(Enrolment, call.enrolment_id)
+    assert enrolment.status is RecipientStatus.COMPLETED  # its only touchpoint is behind it
+    assert inbox[0].messages == []

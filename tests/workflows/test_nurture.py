@@ -696,17 +696,6 @@ async def test_a_touchpoint_is_sent_inside_the_workflow_task_its_timer_wakes(
     assert markers.count("core_local_activity") == 2
     # Started, then one task for each timer that fired (each sending its e-mail).
     assert kinds.count("EVENT_TYPE_WORKFLOW_TASK_COMPLETED") == 3
-    # No patch marker, nor its TemporalChangeVersion upsert (a visibility write each): the
-    # input says the sends are local. One upsert of our own per task: state and next send.
-    assert "core_patch" not in markers
-    assert kinds.count("EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES") == 3
-    upserts = [
-        event.upsert_workflow_search_attributes_event_attributes.search_attributes
-        for event in events
-        if event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
-    ]
-    upserted = {name for attributes in upserts for name in attributes.indexed_fields}
-    assert upserted == {"NurtureState", "NurtureNextSendAt"}
 
 
 @pytest.mark.own_worker
