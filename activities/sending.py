@@ -397,7 +397,7 @@ class Delivery:
                 columns = await source.new_message(session)
                 if columns is not None:
                     await connection.execute(
-                        insert(MESSAGES),
+                        _WRITE,
                         {**columns, "state": state, "error": f"{_GAVE_UP}; {_NEVER_WRITTEN}"},
                     )
             await source.settled(session)
