@@ -21,6 +21,13 @@ not measured), then:
    timer fires at a later common minute and whose one activity sends a fixed small
    message over SMTP, one connection per message, to the same sink; measured the same way.
 
+After each window it waits until visibility counts every workflow of that side done with
+the minute: bare's have their second workflow task, an upsert and their close still to
+go once their e-mail is out (ours do theirs in the workflow task that sends); ours are
+done once closed (the last touchpoint) or their next touchpoint is scheduled. It reports
+that time, workflows done per second and the CPU spent until then, beside the e-mail
+window's.
+
 For each window it reports the Temporal server's CPU seconds (/proc/<pid>/stat utime +
 stime, from the due minute to the window's end), the worker's CPU seconds and peak RSS
 (VmHWM; across restarts, the largest), delivered / unique / duplicate Message-IDs, and for
@@ -94,7 +101,7 @@ from bench.stack import run as run_bench
 from bench.stack import start as start_stack
 from config import Settings
 from store.session import sync_url
-from workflows.nurture import CAMPAIGN_ID, STATE
+from workflows.nurture import CAMPAIGN_ID, NEXT_SEND_AT, STATE
 
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432"
 # States a message row leaves on its own (a retry, a timeout): the rest are settled.
@@ -220,6 +227,12 @@ class Window:
     worker_cpu_s: float | None = None
     worker_children_cpu_s: float | None = None  # its template processes
     worker_peak_rss_kb: int | None = None
+    # Until every workflow of the side is done with the minute (visibility): bare's
+    # workflows still have a workflow task, an upsert and their close to go after their
+    # e-mail, which ours does in the task that sends.
+    done_s: float | None = None
+    done_server_cpu_s: float | None = None
+    done_worker_cpu_s: float | None = None
     duplicate_samples: list[str] = field(default_factory=list)
     missing_samples: list[str] = field(default_factory=list)
 
@@ -296,15 +309,16 @@ async def dispatch(
     due: float,
     window: Window,
     tracked: Tracked,
+    server: Tracked,
     settled: Callable[[], Awaitable[bool]] | None,
     args: argparse.Namespace,
     progress: Progress,
     before: set[str],
 ) -> list[Mail]:
     """From the due minute until N unique e-mails are in (or, when `settled` is given,
-    until it answers true): answers this window's e-mails. `tracked` is the worker,
-    from the due minute on (a killer may move it to a new process)."""
-    server = Tracked(stack.child("temporal").process.pid)
+    until it answers true): answers this window's e-mails. `tracked` is the worker and
+    `server` the Temporal server, from the due minute on (a killer may move the worker to
+    a new process)."""
     if (lag := time.time() - due) > 1:
         log(f"{label}: the window starts {lag:.1f} s after the due minute")
     deadline = due + args.timeout
@@ -348,6 +362,35 @@ async def dispatch(
     for name in sink_names(mail_dir) - before - seen.keys():
         seen[name] = read_mail(mail_dir, name)
     return list(seen.values())
+
+
+async def await_done(
+    client: Client,
+    label: str,
+    done_query: str,
+    n: int,
+    due: float,
+    window: Window,
+    tracked: Tracked,
+    server: Tracked,
+    args: argparse.Namespace,
+) -> None:
+    """After the window: until visibility counts N workflows done with the minute, with
+    the CPU the server and the worker spent from the due minute until then."""
+    if window.timed_out:
+        return
+    deadline = due + args.timeout
+    while time.time() < deadline:
+        tracked.sample()
+        if await count(client, done_query) >= n:
+            window.done_s = round(time.time() - due, 2)
+            window.done_server_cpu_s = round(server.cpu(), 2)
+            tracked.sample()
+            window.done_worker_cpu_s = round(tracked.cpu(), 2)
+            log(f"{label}: every workflow done with the minute {window.done_s:.1f} s after it")
+            return
+        await asyncio.sleep(args.sink_poll)
+    log(f"{label}: not every workflow was done with the minute {args.timeout:.0f} s after it")
 
 
 def tally(
@@ -559,6 +602,7 @@ async def run_ours(running: Running, http: httpx.AsyncClient, args: argparse.Nam
     await sleep_until(due)
     log(f"ours: due minute {at:%H:%M} — counting the sink")
     tracked = Tracked(worker_pid(stack))
+    server = Tracked(stack.child("temporal").process.pid)
     spy = profiler(stack, args)
     tasks = []
     if args.kill_every:
@@ -569,8 +613,8 @@ async def run_ours(running: Running, http: httpx.AsyncClient, args: argparse.Nam
         tasks.append(asyncio.create_task(freezer(stack, args.freeze, due, chaos, progress)))
     try:
         mails = await dispatch(
-            "ours", stack, running.mail_dir, n, due, ours.window, tracked, settled, args,
-            progress, before,
+            "ours", stack, running.mail_dir, n, due, ours.window, tracked, server, settled,
+            args, progress, before,
         )  # fmt: skip
     finally:
         if spy is not None:
@@ -583,6 +627,14 @@ async def run_ours(running: Running, http: httpx.AsyncClient, args: argparse.Nam
                 await task
     if settled is not None and not ours.window.timed_out:
         chaos.settle_s = ours.window.window_s
+    # A recipient is done with the minute once its workflow has closed (the last
+    # touchpoint) or scheduled its next touchpoint.
+    done = (
+        f'WorkflowType="NurtureWorkflow" AND {CAMPAIGN_ID.name}="{ours.campaign_id}" AND '
+        + ('ExecutionStatus="Completed"' if args.touchpoints == 1
+           else f'{NEXT_SEND_AT.name} > "{iso(due + 60)}"')
+    )  # fmt: skip
+    await await_done(client, "ours", done, n, due, ours.window, tracked, server, args)
     expected = {candidate_address(i) for i in range(n)}
     tally("ours", ours.window, [m for m in mails if not is_bare(m)], due, expected, n)
     # The last e-mails' rows may not say `sent` yet when they are in the sink: give their
@@ -651,10 +703,13 @@ async def run_bare(running: Running, args: argparse.Namespace) -> Bare:
     await sleep_until(due)
     log(f"bare: due minute {at:%H:%M} — counting the sink")
     tracked = Tracked(stack.child("bare-worker").process.pid)
+    server = Tracked(stack.child("temporal").process.pid)
     mails = await dispatch(
-        "bare", stack, running.mail_dir, n, due, bare.window, tracked, None, args,
+        "bare", stack, running.mail_dir, n, due, bare.window, tracked, server, None, args,
         Progress(), before,
     )  # fmt: skip
+    done = f'WorkflowType="{DISPATCH_WORKFLOW_NAME}" AND ExecutionStatus="Completed"'
+    await await_done(client, "bare", done, n, due, bare.window, tracked, server, args)
     expected = {bare_address(i) for i in range(n)}
     tally("bare", bare.window, [m for m in mails if is_bare(m)], due, expected, n)
     return bare
@@ -732,6 +787,11 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
+def done_rate(window: Window) -> float | None:
+    """Workflows done with the minute per second, from the minute."""
+    return round(window.unique / window.done_s, 1) if window.done_s else None
+
+
 def table(results: dict[str, Any]) -> str:
     def cell(value: float | None, digits: int = 1) -> str:
         return "—" if value is None else f"{value:,.{digits}f}"
@@ -761,6 +821,14 @@ def table(results: dict[str, Any]) -> str:
         ("worker peak RSS MiB", cell(mib(o.worker_peak_rss_kb)), cell(mib(b.worker_peak_rss_kb)),
          cell(ratio(mib(o.worker_peak_rss_kb), mib(b.worker_peak_rss_kb)), 2)),
         ("window s (due minute to end)", cell(o.window_s), cell(b.window_s), ""),
+        ("all workflows done after s", cell(o.done_s), cell(b.done_s),
+         cell(ratio(o.done_s, b.done_s), 2)),
+        ("  workflows done/s", cell(done_rate(o)), cell(done_rate(b)),
+         cell(ratio(done_rate(o), done_rate(b)), 2)),
+        ("  server CPU s until then", cell(o.done_server_cpu_s), cell(b.done_server_cpu_s),
+         cell(ratio(o.done_server_cpu_s, b.done_server_cpu_s), 2)),
+        ("  worker CPU s until then", cell(o.done_worker_cpu_s), cell(b.done_worker_cpu_s),
+         cell(ratio(o.done_worker_cpu_s, b.done_worker_cpu_s), 2)),
         ("delivered", str(o.delivered), str(b.delivered), ""),
         ("unique Message-IDs", str(o.unique), str(b.unique), ""),
         ("duplicates", str(o.duplicates), str(b.duplicates), ""),
@@ -849,6 +917,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
             "dispatch_s_ours_over_bare": ratio(o.last_s, b.last_s),
             "server_cpu_ours_over_bare": ratio(o.server_cpu_s, b.server_cpu_s),
             "worker_cpu_ours_over_bare": ratio(o.worker_cpu_s, b.worker_cpu_s),
+            "done_per_s_ours_over_bare": ratio(done_rate(o), done_rate(b)),
         },
         "worker_log_warnings": len(problems),
         "worker_log_warning_samples": problems[:5],
