@@ -24,9 +24,9 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from config import VAR_DIR, Settings
+from orchestration import SEARCH_ATTRIBUTES
 from store.bootstrap import bootstrap_company
 from store.migrate import upgrade
-from workflows.nurture import SEARCH_ATTRIBUTES
 
 # The scripts it starts sit beside it and are run by path, so that any directory can be
 # the working one: its var/ holds the store, the server's file, the mail and the log.

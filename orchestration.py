@@ -26,9 +26,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from errors import UnavailableError
 
 # Modules, not names: the enrolment batch's workflow imports the activity that imports us.
-from workflows import campaign_test, enrolment_batch
+from workflows import campaign_test, enrolment_batch, nurture, stage_actions
 from workflows.contracts import (
     CampaignTestInput,
+    CancelMoveSignal,
     EnrolmentBatchInput,
     ExitReason,
     ExitSignal,
@@ -36,10 +37,16 @@ from workflows.contracts import (
     PauseSignal,
     ResumeSignal,
     SendOutcome,
+    StageActionsInput,
     nurture_workflow_id,
+    stage_actions_workflow_id,
 )
 from workflows.nurture import CAMPAIGN_ID, CANDIDATE_ID, STATE, NurtureWorkflow
 from workflows.timing import first_send_at, local_label
+
+# Every search attribute of every workflow: the dev server, the tests and `make run`
+# register these.
+SEARCH_ATTRIBUTES = nurture.SEARCH_ATTRIBUTES + stage_actions.SEARCH_ATTRIBUTES
 
 
 class WorkflowsUnavailableError(UnavailableError):
@@ -199,4 +206,37 @@ class Workflows:
         async with _temporal("The resume is saved, but its workflow was not told yet"):
             await self._signal(
                 nurture_workflow_id(campaign_id, candidate_id), "resume", ResumeSignal(at)
+            )
+
+    async def start_stage_actions(
+        self, input: StageActionsInput, *, stage_name: str, actions: int
+    ) -> None:
+        """Start a move's workflow. Its id is built from the move's random key: a
+        rolled-back move's number can come again (SQLite)."""
+        async with _temporal("The candidate was not moved"):
+            await self._client.start_workflow(
+                stage_actions.StageActionsWorkflow.run,
+                input,
+                id=stage_actions_workflow_id(input.job_id, input.candidate_id, input.move_key),
+                task_queue=self._task_queue,
+                search_attributes=TypedSearchAttributes(
+                    [
+                        SearchAttributePair(stage_actions.JOB_ID, str(input.job_id)),
+                        SearchAttributePair(stage_actions.CANDIDATE_ID, str(input.candidate_id)),
+                        SearchAttributePair(stage_actions.STAGE_ID, str(input.stage_id)),
+                        SearchAttributePair(stage_actions.STATE, "starting"),
+                    ]
+                ),
+                static_summary=(
+                    f"Job {input.job_id}, candidate {input.candidate_id}: moved to stage "
+                    f"{input.stage_id} “{stage_name}” (move {input.move_id}), {actions} actions"
+                ),
+                task_timeout=timedelta(seconds=10),
+            )
+
+    async def cancel_stage_actions(self, workflow_ids: Iterable[str], reason: str) -> None:
+        """Wake each move's workflow, whose pending actions the store has cancelled."""
+        async with _temporal("The moves' actions are cancelled, but their workflows were not told"):
+            await asyncio.gather(
+                *(self._signal(wid, "cancel", CancelMoveSignal(reason)) for wid in workflow_ids)
             )

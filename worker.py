@@ -15,6 +15,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.enrolment import EnrolmentActivities
 from activities.nurture import NurtureActivities
+from activities.stage_actions import StageActionActivities
 from config import Settings
 from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
@@ -23,8 +24,14 @@ from store.session import SessionFactory, create_engine, create_session_factory
 from workflows.campaign_test import CampaignTestWorkflow
 from workflows.enrolment_batch import EnrolmentBatchWorkflow
 from workflows.nurture import NurtureWorkflow
+from workflows.stage_actions import StageActionsWorkflow
 
-WORKFLOWS: Sequence[type] = (NurtureWorkflow, CampaignTestWorkflow, EnrolmentBatchWorkflow)
+WORKFLOWS: Sequence[type] = (
+    NurtureWorkflow,
+    CampaignTestWorkflow,
+    EnrolmentBatchWorkflow,
+    StageActionsWorkflow,
+)
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -51,7 +58,11 @@ def activities_of(
     """Every activity of the service, one class per job."""
     nurture = NurtureActivities(sessions, mailer, settings, templates)
     enrolment = EnrolmentActivities(sessions, settings, Workflows(client, settings.task_queue))
+    stage = StageActionActivities(sessions, mailer, settings, templates)
     return [
+        stage.plan_stage_actions,
+        stage.run_stage_action,
+        stage.record_stage_action_failure,
         nurture.send_touchpoint,
         nurture.record_send_failure,
         nurture.send_test_message,

@@ -10,18 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import RowMapping, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.sending import Content, Delivery, now
+from activities.sending import COMPOSED, Content, Delivery, compose, now
 from config import Settings
-from mail import links
-from mail.message import Envelope, message_id_for
-from mail.rendering import Brand, RenderContext, sample_context
+from mail.message import message_id_for
 from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
 from store import enrolments as enrolment_store
@@ -65,22 +62,7 @@ _CONTENT = (
         _TOUCHPOINTS.c.subject,
         _TOUCHPOINTS.c.body,
         _TOUCHPOINTS.c.format,
-        _COMPANIES.c.id.label("company_id"),
-        _COMPANIES.c.name.label("company_name"),
-        _COMPANIES.c.time_zone,
-        _COMPANIES.c.custom_fields.label("company_fields"),
-        _COMPANIES.c.brand_name,
-        _COMPANIES.c.brand_logo_url,
-        _COMPANIES.c.brand_primary_color,
-        _COMPANIES.c.brand_accent_color,
-        _USERS.c.name.label("sender_name"),
-        _USERS.c.email.label("sender_email"),
-        _USERS.c.title.label("sender_title"),
-        _CANDIDATES.c.id.label("candidate_id"),
-        _CANDIDATES.c.first_name,
-        _CANDIDATES.c.last_name,
-        _CANDIDATES.c.email.label("candidate_email"),
-        _CANDIDATES.c.custom_fields.label("candidate_fields"),
+        *COMPOSED,
     )
     .select_from(
         _TOUCHPOINTS.join(_COMPANIES, _COMPANIES.c.id == _TOUCHPOINTS.c.company_id)
@@ -120,53 +102,15 @@ async def _content(
             non_retryable=True,
         )
     row = found._mapping
-    is_test = message.source_kind is MessageSource.TEST
-    has_candidate = row["candidate_id"] is not None
-    company_fields: list[str] = row["company_fields"]
-    if has_candidate:
-        first, last, values = row["first_name"], row["last_name"], row["candidate_fields"]
-    else:
-        sample = sample_context(company_fields)
-        first, last, values = sample.first_name, sample.last_name, sample.fields
-    address = (message.test_address if is_test else row["candidate_email"]) or ""
-    token = links.sign_unsubscribe(
-        settings.signing_secret.get_secret_value(),
-        row["company_id"],
-        row["candidate_id"] if has_candidate and not is_test else links.TEST_CANDIDATE,
-    )
-    url = links.unsubscribe_url(settings.public_base_url, token)
-    company_name, sender_name = row["company_name"], row["sender_name"]
-    return Content(
-        envelope=Envelope(
-            sender_name=sender_name,
-            sender_address=row["sender_email"],
-            recipient_name=f"{first} {last}".strip(),
-            recipient_address=address,
-            message_id=message.message_id,
-            date=now().astimezone(ZoneInfo(row["time_zone"])),
-            unsubscribe_url=url,
-            unsubscribe_mailto=links.unsubscribe_mailto(settings.mail_domain, token),
-            campaign_id=message.campaign_id,
-            is_test=is_test,
-        ),
+    return compose(
+        row,
+        settings,
+        message,
         subject=row["subject"],
         body=row["body"],
         branded=row["format"] is Format.BRANDED,
-        context=RenderContext(
-            first_name=first,
-            last_name=last,
-            company_name=company_name,
-            sender_name=sender_name,
-            sender_title=row["sender_title"],
-            unsubscribe_url=url,
-            fields={name: values.get(name, "") for name in company_fields},
-        ),
-        brand=Brand(
-            name=row["brand_name"] or company_name,
-            logo_url=row["brand_logo_url"],
-            primary_color=row["brand_primary_color"],
-            accent_color=row["brand_accent_color"],
-        ),
+        unsubscribe=True,
+        sample=row["candidate_id"] is None,
     )
 
 

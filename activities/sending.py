@@ -24,19 +24,22 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import CursorResult, bindparam, delete, insert, select, update
+from sqlalchemy import CursorResult, RowMapping, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from config import Settings
 from errors import clause
+from mail import links
 from mail.message import Envelope, build_message
-from mail.rendering import Brand, RenderContext, RenderError
+from mail.rendering import Brand, RenderContext, RenderError, sample_context
 from mail.sandbox import TemplateSandbox
 from mail.smtp import DotRefusedError, Mailer, PermanentSendError
 from store.messages import MESSAGE_ROW, MESSAGES, MessageRow, unfinished_ending
-from store.models import MessageState
+from store.models import Candidate, Company, MessageSource, MessageState, User, table
 from store.session import SessionFactory, locking, transaction
 from workflows.contracts import SendOutcome, SendResult
 
@@ -116,6 +119,103 @@ class Content:
     branded: bool
     context: RenderContext
     brand: Brand
+
+
+_COMPANIES, _USERS, _CANDIDATES = table(Company), table(User), table(Candidate)
+
+# What `compose` reads, labelled: the company, the sender and the candidate. A kind of
+# e-mail's query selects these (with what else it needs) from its own joins.
+COMPOSED = (
+    _COMPANIES.c.id.label("company_id"),
+    _COMPANIES.c.name.label("company_name"),
+    _COMPANIES.c.time_zone,
+    _COMPANIES.c.custom_fields.label("company_fields"),
+    _COMPANIES.c.brand_name,
+    _COMPANIES.c.brand_logo_url,
+    _COMPANIES.c.brand_primary_color,
+    _COMPANIES.c.brand_accent_color,
+    _USERS.c.name.label("sender_name"),
+    _USERS.c.email.label("sender_email"),
+    _USERS.c.title.label("sender_title"),
+    _CANDIDATES.c.id.label("candidate_id"),
+    _CANDIDATES.c.first_name,
+    _CANDIDATES.c.last_name,
+    _CANDIDATES.c.email.label("candidate_email"),
+    _CANDIDATES.c.custom_fields.label("candidate_fields"),
+)
+
+
+def compose(
+    row: RowMapping,
+    settings: Settings,
+    message: MessageRow,
+    *,
+    subject: str,
+    body: str,
+    branded: bool,
+    unsubscribe: bool,
+    sample: bool = False,
+) -> Content:
+    """An e-mail's content from a row of the store that names its company, sender and
+    candidate (the labels of activities/nurture.py's and activities/stage_actions.py's
+    queries). `unsubscribe`: a campaign's e-mail carries the candidate's signed links (a
+    test's unsubscribe nobody); a stage action's carries none. `sample`: no candidate's
+    values, sample ones (a test without a candidate). A test goes to its test address
+    only; any other e-mail to the candidate's own."""
+    company_fields: list[str] = row["company_fields"]
+    if sample:
+        values = sample_context(company_fields)
+        first, last, fields = values.first_name, values.last_name, values.fields
+    else:
+        first, last, fields = row["first_name"], row["last_name"], row["candidate_fields"]
+    url = mailto = None
+    if unsubscribe:
+        is_test = message.source_kind is MessageSource.TEST
+        token = links.sign_unsubscribe(
+            settings.signing_secret.get_secret_value(),
+            row["company_id"],
+            links.TEST_CANDIDATE if is_test or sample else row["candidate_id"],
+        )
+        url = links.unsubscribe_url(settings.public_base_url, token)
+        mailto = links.unsubscribe_mailto(settings.mail_domain, token)
+    company_name, sender_name = row["company_name"], row["sender_name"]
+    if message.source_kind is MessageSource.TEST:
+        # A test may borrow a candidate's values, never their inbox.
+        address = message.test_address or ""
+    else:
+        address = row["candidate_email"] or ""
+    return Content(
+        envelope=Envelope(
+            sender_name=sender_name,
+            sender_address=row["sender_email"],
+            recipient_name=f"{first} {last}".strip(),
+            recipient_address=address,
+            message_id=message.message_id,
+            date=now().astimezone(ZoneInfo(row["time_zone"])),
+            unsubscribe_url=url,
+            unsubscribe_mailto=mailto,
+            campaign_id=message.campaign_id,
+            is_test=message.source_kind is MessageSource.TEST,
+        ),
+        subject=subject,
+        body=body,
+        branded=branded,
+        context=RenderContext(
+            first_name=first,
+            last_name=last,
+            company_name=company_name,
+            sender_name=sender_name,
+            sender_title=row["sender_title"],
+            unsubscribe_url=url or "",
+            fields={name: fields.get(name, "") for name in company_fields},
+        ),
+        brand=Brand(
+            name=row["brand_name"] or company_name,
+            logo_url=row["brand_logo_url"],
+            primary_color=row["brand_primary_color"],
+            accent_color=row["brand_accent_color"],
+        ),
+    )
 
 
 class Source(Protocol):
@@ -429,6 +529,10 @@ async def _withdraw(session: AsyncSession, message_id: int, stop: SendResult) ->
         .values(
             state=MessageState.WITHDRAWN,
             holder=None,
-            error=f"withdrawn: the recipient left ({stop.exit_reason or stop.outcome.value})",
+            error=(
+                f"withdrawn: {stop.why}"
+                if stop.why
+                else f"withdrawn: the recipient left ({stop.exit_reason or stop.outcome.value})"
+            ),
         )
     )

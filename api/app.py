@@ -12,7 +12,15 @@ from temporalio.client import Client
 
 from api import errors
 from api.deps import Clock
-from api.routers import campaigns, candidates, events, mailbox, recipients, unsubscribe
+from api.routers import (
+    campaigns,
+    candidates,
+    events,
+    mailbox,
+    pipelines,
+    recipients,
+    unsubscribe,
+)
 from config import Settings
 from mail.sandbox import TemplateSandbox
 from orchestration import Workflows
@@ -79,7 +87,7 @@ def create_app(
     app.state.settings = settings
     app.state.clock = clock
     errors.install(app)
-    for module in (candidates, campaigns, recipients, events, unsubscribe, mailbox):
+    for module in (candidates, campaigns, recipients, events, unsubscribe, mailbox, pipelines):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])

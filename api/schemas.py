@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, time
 from enum import StrEnum
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Path, Query
 from pydantic import (
@@ -25,7 +25,17 @@ from mail.message import UndeliverableAddressError, deliverable_address
 from mail.rendering import LIMITS
 from store.campaigns import MAX_INTERVAL, MAX_TOUCHPOINTS, MIN_INTERVAL
 from store.enrolments import AddResult, RefusalReason
-from store.models import CampaignStatus, ExitOption, Format, MessageState, RecipientStatus
+from store.models import (
+    ActionKind,
+    ActionState,
+    ApplicationSource,
+    CampaignStatus,
+    ExitOption,
+    Format,
+    MessageState,
+    RecipientStatus,
+)
+from store.pipelines import MAX_ACTIONS, MAX_DELAY_DAYS, MAX_DELAY_HOURS, MAX_STAGES
 
 # What `_time_of_day` accepts, said again for the document: clients and generators read the
 # pattern, and a `format: time` would promise seconds and zones that are refused.
@@ -368,3 +378,147 @@ class EventOut(BaseModel):
     candidate_id: int
     ended_campaigns: list[int]
     duplicate: bool = False
+
+
+# -- pipelines ----------------------------------------------------------------------------
+
+LOCAL_AT_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class EmailSettings(Strict):
+    subject: str = Field(min_length=1, max_length=LIMITS.subject_chars)
+    body: str = Field(min_length=1, max_length=LIMITS.body_chars)
+    format: Format = Format.PLAIN
+    sender_user_id: Id | None = Field(
+        default=None,
+        description="The teammate it appears to come from; none: the user who moves the candidate.",
+    )
+
+
+class NoteSettings(Strict):
+    text: str = Field(min_length=1, max_length=5000)
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class TagsSettings(Strict):
+    tags: list[Tag] = Field(min_length=1, max_length=20)
+
+
+class _Action(Strict):
+    """When an action runs: give at most one of `delay_hours`, `delay_days` and `at`;
+    none runs it at once. Presets: 1 hour (`delay_hours: 1`), 1 day, 3 days
+    (`delay_days`, which keep the local time of the move across DST)."""
+
+    delay_hours: int | None = Field(default=None, ge=1, le=MAX_DELAY_HOURS)
+    delay_days: int | None = Field(default=None, ge=1, le=MAX_DELAY_DAYS)
+    at: str | None = Field(
+        default=None,
+        pattern=LOCAL_AT_PATTERN,
+        description="A local date and time, YYYY-MM-DDTHH:MM, in the company's time zone",
+        examples=["2027-01-15T09:00"],
+    )
+
+    def settings(self) -> dict[str, Any]:
+        kind: ActionKind = getattr(self, "kind")  # noqa: B009 (each subclass has its own)
+        chosen = getattr(self, kind.value)
+        assert isinstance(chosen, BaseModel)
+        return chosen.model_dump(mode="json")
+
+
+class EmailAction(_Action):
+    kind: Literal[ActionKind.EMAIL]
+    email: EmailSettings
+
+
+class NoteAction(_Action):
+    kind: Literal[ActionKind.NOTE]
+    note: NoteSettings
+
+
+class TagsAction(_Action):
+    kind: Literal[ActionKind.TAGS]
+    tags: TagsSettings
+
+
+# The kind says which settings the action takes, in the field of its name.
+ActionIn = Annotated[EmailAction | NoteAction | TagsAction, Field(discriminator="kind")]
+
+
+class StageIn(Strict):
+    id: Id | None = Field(default=None, description="Keep this existing stage; none: new")
+    name: str = Field(min_length=1, max_length=100)
+    actions: list[ActionIn] = Field(default_factory=list, max_length=MAX_ACTIONS)
+
+
+class StageOut(BaseModel):
+    id: int
+    name: str
+    actions: list[ActionIn]
+
+
+class PipelineIn(Strict):
+    stages: list[StageIn] = Field(min_length=1, max_length=MAX_STAGES)
+
+
+class PipelineOut(BaseModel):
+    job_id: int | None = Field(description="None for the company's default pipeline")
+    stages: list[StageOut]
+
+
+class JobCreate(Strict):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class JobOut(BaseModel):
+    id: int
+    title: str
+    created_at: datetime
+    stages: list[StageOut]
+
+
+class ApplicationIn(Strict):
+    candidate_id: Id
+    source: ApplicationSource = ApplicationSource.CAREERS_SITE
+
+
+class MoveIn(Strict):
+    stage_id: Id
+    run_actions: bool | None = Field(
+        default=None,
+        description="Run the stage's actions (default); required when the candidate was "
+        "in that stage before",
+    )
+
+
+class MoveActionOut(BaseModel):
+    id: int
+    kind: ActionKind
+    state: ActionState
+    due_at: datetime
+    due_at_local: str
+    reason: str | None = Field(description="Why it was cancelled, or the error it failed with")
+    finished_at: datetime | None
+
+
+class CancelledOut(BaseModel):
+    move_id: int
+    action_id: int
+    kind: ActionKind
+    due_at: datetime
+
+
+class MoveOut(BaseModel):
+    id: int
+    job_id: int
+    candidate_id: int
+    from_stage_id: int | None
+    to_stage_id: int
+    run_actions: bool
+    created_at: datetime
+    workflow_id: str | None = Field(description="Its StageActionsWorkflow, if it has actions")
+    actions: list[MoveActionOut]
+    cancelled: list[CancelledOut] = Field(
+        default_factory=list, description="What this request cancelled: pending actions"
+    )

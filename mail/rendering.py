@@ -47,6 +47,7 @@ VARIABLES = {
     "unsubscribe_url": "the candidate's one-click unsubscribe link",
     "fields": "the candidate's custom fields, as fields.<name>",
 }
+UNSUBSCRIBE = "unsubscribe_url"
 
 
 @dataclass(frozen=True)
@@ -359,12 +360,15 @@ def _output(compiled: _Compiled, part: Part, variables: dict[str, Any]) -> str:
     return text
 
 
-def check_template(source: str, part: Part, where: str, custom_fields: list[str]) -> None:
+def check_template(
+    source: str, part: Part, where: str, custom_fields: list[str], *, unsubscribe: bool = True
+) -> None:
     """Refuse ("The body of touchpoint 2 ...") a template that breaks a limit, does not
-    parse, names a variable we do not have, or fails to render with sample values."""
+    parse, names a variable we do not have, or fails to render with sample values. An
+    e-mail without an unsubscribe link (a stage action's) has no `unsubscribe_url`."""
     try:
         compiled = _compiled(source, part)
-        _check_names(compiled.tree, custom_fields)
+        _check_names(compiled.tree, custom_fields, unsubscribe)
         # Names are not all: `first_name.nope` or `1/0` only fail when rendered, so render
         # once with sample values now rather than fail at every send.
         _output(compiled, part, sample_context(custom_fields).variables())
@@ -372,10 +376,18 @@ def check_template(source: str, part: Part, where: str, custom_fields: list[str]
         raise ValidationError(f"The {part} of {where} {refusal}.") from None
 
 
-def _check_names(tree: nodes.Template, custom_fields: list[str]) -> None:
+def _check_names(tree: nodes.Template, custom_fields: list[str], unsubscribe: bool) -> None:
+    variables = (
+        VARIABLES if unsubscribe else {k: v for k, v in VARIABLES.items() if k != UNSUBSCRIBE}
+    )
     for name in sorted(meta.find_undeclared_variables(tree)):
-        if name not in VARIABLES:
-            known = ", ".join(sorted(VARIABLES))
+        if name == UNSUBSCRIBE and not unsubscribe:
+            raise _RefusalError(
+                f"uses '{UNSUBSCRIBE}', which this e-mail does not have: it is about the "
+                "candidate's own application and carries no unsubscribe link"
+            )
+        if name not in variables:
+            known = ", ".join(sorted(variables))
             raise _RefusalError(f"uses the unknown variable '{name}'; known variables are {known}")
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, nodes.Getattr | nodes.Getitem)

@@ -192,9 +192,16 @@ class TemplateSandbox:
         await self.close()
 
     async def check(
-        self, source: str, part: Part, where: str, custom_fields: Sequence[str]
+        self,
+        source: str,
+        part: Part,
+        where: str,
+        custom_fields: Sequence[str],
+        *,
+        unsubscribe: bool = True,
     ) -> None:
-        """Raises ValidationError naming what is wrong: "The body of touchpoint 2 ..."."""
+        """Raises ValidationError naming what is wrong: "The body of touchpoint 2 ...".
+        `unsubscribe=False`: the e-mail carries no unsubscribe link to name."""
         reply = await self._job(
             {
                 "job": "check",
@@ -202,6 +209,7 @@ class TemplateSandbox:
                 "part": part,
                 "where": where,
                 "custom_fields": list(custom_fields),
+                "unsubscribe": unsubscribe,
             },
             f"The {part} of {where}",
             templates=1,
@@ -293,7 +301,11 @@ def _answer(request: dict[str, Any]) -> dict[str, Any]:
     try:
         if request["job"] == "check":
             check_template(
-                request["source"], request["part"], request["where"], request["custom_fields"]
+                request["source"],
+                request["part"],
+                request["where"],
+                request["custom_fields"],
+                unsubscribe=request["unsubscribe"],
             )
             return {}
         email = render_email(

@@ -1,4 +1,6 @@
-"""The tables: companies and their people, candidates, campaigns, enrolments, messages, events."""
+"""The tables: companies and their people, candidates, campaigns, enrolments, messages,
+events, and pipelines: jobs, stages, their actions, applications, moves and what the
+actions made."""
 
 from __future__ import annotations
 
@@ -140,6 +142,37 @@ class MessageSource(enum.StrEnum):
     TOUCHPOINT = "touchpoint"
     # A campaign's touchpoint to a test address; source_id is the campaign.
     TEST = "test"
+    # A stage move's e-mail action; source_id is the move action.
+    STAGE_ACTION = "stage_action"
+
+
+class ActionKind(enum.StrEnum):
+    """What an automatic action of a stage does."""
+
+    EMAIL = "email"
+    NOTE = "note"
+    TAGS = "tags"
+
+
+class ActionState(enum.StrEnum):
+    """A move's action: pending until it runs (or its moment comes), then done or failed;
+    cancelled (with why) when its move was cancelled or superseded before it ran."""
+
+    PENDING = "pending"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+class ApplicationSource(enum.StrEnum):
+    """Where an application came from: an import and a CV forwarded to the job's mailbox
+    trigger nothing."""
+
+    CAREERS_SITE = "careers_site"
+    REFERRAL = "referral"
+    SOURCED = "sourced"
+    IMPORT = "import"
+    FORWARDED_CV = "forwarded_cv"
 
 
 def _enum(cls: type[enum.StrEnum]) -> Enum:
@@ -319,4 +352,117 @@ class IdempotentRequest(CompanyOwned):
     fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
     body: Mapped[dict[str, Any]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Job(CompanyOwned):
+    """A job, with a pipeline of its own: the company's default as it was at creation."""
+
+    __tablename__ = "jobs"
+
+    title: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Stage(CompanyOwned):
+    """One stage of a pipeline: a job's (`job_id`), or the company's default (no job).
+    The first (position 0) is where applications enter."""
+
+    __tablename__ = "stages"
+
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+
+
+class StageAction(CompanyOwned):
+    """An automatic action of a stage. When it runs, counted from the move: at once (no
+    delay), `delay_hours` later, `delay_days` later at the same local time, or at the
+    local date and time `at_local` (YYYY-MM-DDTHH:MM, the company's zone)."""
+
+    __tablename__ = "stage_actions"
+
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[ActionKind] = mapped_column(_enum(ActionKind))
+    delay_hours: Mapped[int | None] = mapped_column(Integer)
+    delay_days: Mapped[int | None] = mapped_column(Integer)
+    at_local: Mapped[str | None] = mapped_column(String(16))
+    # What the kind needs: an e-mail's subject, body, format and sender (a user id, or
+    # none for the user who moves the candidate); a note's text; the tags.
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Application(CompanyOwned):
+    """A candidate in a job's pipeline, in one stage."""
+
+    __tablename__ = "applications"
+    __table_args__ = (UniqueConstraint("job_id", "candidate_id"), NEVER_REUSE_IDS)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
+    source: Mapped[ApplicationSource] = mapped_column(_enum(ApplicationSource))
+    entered_stage_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Move(CompanyOwned):
+    """A candidate moved into a stage (an application entering the first one included).
+    Its workflow id is built from `key`, random, since a rolled-back id can be handed out
+    again (SQLite)."""
+
+    __tablename__ = "moves"
+
+    key: Mapped[str] = mapped_column(String(32), unique=True)
+    application_id: Mapped[int] = mapped_column(ForeignKey("applications.id"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    from_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    to_stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
+    moved_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    run_actions: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column()
+
+
+class MoveAction(CompanyOwned):
+    """One action of a move, as the stage carried it at the move (later edits of the
+    stage do not change it), with its state."""
+
+    __tablename__ = "move_actions"
+
+    move_id: Mapped[int] = mapped_column(ForeignKey("moves.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[ActionKind] = mapped_column(_enum(ActionKind))
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    due_at: Mapped[datetime] = mapped_column()
+    state: Mapped[ActionState] = mapped_column(_enum(ActionState))
+    # Why it was cancelled, or the error it failed with.
+    reason: Mapped[str | None] = mapped_column(Text)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class Note(CompanyOwned):
+    """A note on a candidate for the team; an automatic one has no author."""
+
+    __tablename__ = "notes"
+
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    text: Mapped[str] = mapped_column(Text)
+    author_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # The action that wrote it, once: a retried action finds it written.
+    move_action_id: Mapped[int | None] = mapped_column(ForeignKey("move_actions.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CandidateTag(CompanyOwned):
+    """A tag on a candidate; `move_action_id` names the action that added it, if one did."""
+
+    __tablename__ = "candidate_tags"
+    __table_args__ = (UniqueConstraint("candidate_id", "tag"), NEVER_REUSE_IDS)
+
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    tag: Mapped[str] = mapped_column(String(100))
+    move_action_id: Mapped[int | None] = mapped_column(ForeignKey("move_actions.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -35,13 +35,13 @@ from api.app import create_app
 from config import Settings
 from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
+from orchestration import SEARCH_ATTRIBUTES
 from store.companies import create_company, create_user, issue_api_key
 from store.migrate import upgrade
-from store.models import Base, Enrolment, Role
+from store.models import Base, Enrolment, Move, Role
 from store.session import SessionFactory, create_engine, create_session_factory
 from worker import activities_of, build_worker
-from workflows.contracts import nurture_workflow_id
-from workflows.nurture import SEARCH_ATTRIBUTES
+from workflows.contracts import nurture_workflow_id, stage_actions_workflow_id
 
 # -- process exit -------------------------------------------------------------------------
 # The SDK's runtime sometimes aborts at interpreter exit (sdk-python #300); leave with the
@@ -370,8 +370,8 @@ async def api(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The API over HTTP (ASGI), on the test server's clock, with a worker polling its task
     queue (unless the test is marked `own_worker`: it runs its own). Afterwards, every
-    recipient's workflow of this test is ended, so the next test starts on a quiet server:
-    the time-skipping server cannot skip past a task that nobody polls."""
+    recipient's and move's workflow of this test is ended, so the next test starts on a
+    quiet server: the time-skipping server cannot skip past a task that nobody polls."""
     app = create_app(
         settings,
         temporal=env.client,
@@ -391,10 +391,11 @@ async def api(
         )
         async with sessions() as session:
             enrolments = (await session.scalars(select(Enrolment))).all()
-        for enrolment in enrolments:
-            handle = env.client.get_workflow_handle(
-                nurture_workflow_id(enrolment.campaign_id, enrolment.candidate_id)
-            )
+            moves = (await session.scalars(select(Move))).all()
+        workflow_ids = [nurture_workflow_id(e.campaign_id, e.candidate_id) for e in enrolments]
+        workflow_ids += [stage_actions_workflow_id(m.job_id, m.candidate_id, m.key) for m in moves]
+        for workflow_id in workflow_ids:
+            handle = env.client.get_workflow_handle(workflow_id)
             try:
                 await handle.terminate("test finished")
             except RPCError:

@@ -114,6 +114,8 @@ class SendResult:
     outcome: SendOutcome
     exit_reason: str | None = None
     paused_at: datetime | None = None
+    # Why the store said stop, in words, when it is not a recipient leaving.
+    why: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,3 +135,44 @@ class EnrolmentBatchInput:
 
 def nurture_workflow_id(campaign_id: int, candidate_id: int) -> str:
     return f"nurture/{campaign_id}/{candidate_id}"
+
+
+@dataclass(frozen=True)
+class StageActionsInput:
+    """One move's actions; `move_key` is the move's own (random): its id alone may be
+    handed out again after a rollback (SQLite), and then names another move."""
+
+    company_id: int
+    job_id: int
+    candidate_id: int
+    stage_id: int
+    move_id: int
+    move_key: str
+    moved_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """A pending action of a move: the store's row `id`, its kind and its moment."""
+
+    id: int
+    kind: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class ActionFailure:
+    action: PlannedAction
+    error: str
+
+
+@dataclass(frozen=True)
+class CancelMoveSignal:
+    """The store has already cancelled the move's pending actions; this wakes the
+    workflow, which then ends."""
+
+    reason: str
+
+
+def stage_actions_workflow_id(job_id: int, candidate_id: int, move_key: str) -> str:
+    return f"stage/{job_id}/{candidate_id}/{move_key}"

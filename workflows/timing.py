@@ -65,3 +65,15 @@ def resume_send_at(remaining: timedelta, resumed_at: datetime, at: time, tz: str
 def local_label(moment: datetime, tz: str) -> str:
     """`2027-03-29 09:00 Europe/Paris`: how a send moment reads to a person."""
     return f"{moment.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M} {tz}"
+
+
+def after_hours(moment: datetime, hours: int) -> datetime:
+    """`hours` of elapsed time later (a DST change does not stretch or shrink them)."""
+    return moment + timedelta(hours=hours)
+
+
+def after_days(moment: datetime, days: int, tz: str) -> datetime:
+    """`days` calendar days later at the same local time in `tz`: a move at 10:00 has its
+    3-day action at 10:00, across DST too."""
+    local = moment.astimezone(ZoneInfo(tz))
+    return local_moment(local.date() + timedelta(days=days), local.time().replace(tzinfo=None), tz)

@@ -120,6 +120,10 @@ _DOMAIN_RULES = [
     "POST /campaigns",
     "PATCH /campaigns/{campaign_id}",
     "POST /campaigns/{campaign_id}/test",
+    "PUT /pipeline",
+    "PUT /jobs/{job_id}/pipeline",
+    "POST /jobs/{job_id}/applications",
+    "POST /jobs/{job_id}/candidates/{candidate_id}/moves",
 ]
 
 
@@ -140,7 +144,9 @@ def _config(tenant: Tenant, seed: Seed) -> Config:
                 # an Idempotency-Key used before for another request, an event with neither
                 # id nor key, a touchpoint whose sender is not the company's, whose template
                 # names an unknown variable or which has an interval but comes first, an
-                # address whose domain cannot receive mail; and a token must be signed.
+                # address whose domain cannot receive mail; a stage action with two timings,
+                # an e-mail of the first stage without a sender, or one "from the mover"
+                # in a move by a service key; and a token must be signed.
                 _also_refused(422, **{"include-name": _DOMAIN_RULES}),
                 _also_refused(400, **{"include-path": "/unsubscribe/{token}"}),
             ],

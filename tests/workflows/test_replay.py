@@ -20,6 +20,9 @@ def test_there_are_histories_to_replay() -> None:
         "nurture-v1-paused.json",
         "nurture-v1-applied.json",
         "campaign-test-v1-refused-send.json",
+        "stage-actions-v1-done.json",
+        "stage-actions-v1-cancelled.json",
+        "stage-actions-v1-failed.json",
     } <= names
 
 

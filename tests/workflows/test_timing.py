@@ -130,3 +130,10 @@ def test_resume_after_the_send_was_due_goes_out_at_the_next_send_time_not_at_onc
 
 def test_local_label_reads_like_a_person_writes_it() -> None:
     assert timing.local_label(utc(2027, 3, 29, 7, 0), PARIS) == "2027-03-29 09:00 Europe/Paris"
+
+
+def test_a_delay_in_days_keeps_the_local_time_across_dst_and_one_in_hours_does_not() -> None:
+    # Friday 27 March 2026 10:00 in Paris; clocks go forward on Sunday the 29th.
+    moved = datetime(2026, 3, 27, 9, 0, tzinfo=UTC)
+    assert local(timing.after_days(moved, 3, PARIS), PARIS) == "2026-03-30 10:00 +0200"
+    assert local(timing.after_hours(moved, 72), PARIS) == "2026-03-30 11:00 +0200"

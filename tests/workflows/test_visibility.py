@@ -14,14 +14,14 @@ from temporalio.testing import WorkflowEnvironment
 from config import Settings
 from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
-from orchestration import Workflows
+from orchestration import SEARCH_ATTRIBUTES, Workflows
 from store.enrolments import nurture_input
 from store.models import Enrolment
 from store.session import SessionFactory
 from tests.conftest import _binary
 from worker import activities_of, build_worker
 from workflows.contracts import NurturePlan, TouchpointPlan
-from workflows.nurture import SEARCH_ATTRIBUTES
+from workflows.nurture import NEXT_SEND_AT
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,6 @@ async def test_an_operator_finds_a_recipient_by_campaign_and_reads_what_it_waits
         assert details.current_details == (
             "waits for touchpoint 1 of 2, due 2030-01-08 09:00 Europe/Paris"
         )
-        due = description.typed_search_attributes.get(SEARCH_ATTRIBUTES[3])
+        due = description.typed_search_attributes.get(NEXT_SEND_AT)
         assert due == datetime(2030, 1, 8, 8, tzinfo=UTC)
         await handle.terminate("test finished")
