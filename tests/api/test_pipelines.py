@@ -3,6 +3,7 @@ time-skipping server, so a 3-day delay passes in a second."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -361,3 +362,69 @@ async def test_a_stage_email_has_no_unsubscribe_link_to_name_and_bad_actions_are
     # Nothing of a refused pipeline was kept.
     kept = (await api.get(f"/jobs/{created['id']}", headers=tenant.admin)).json()
     assert all(s["actions"] == [] for s in kept["stages"])
+
+
+async def _message_state(sessions: SessionFactory) -> str | None:
+    async with sessions() as session:
+        message = await session.scalar(select(Message))
+    return message.state.value if message is not None else None
+
+
+async def _until(check: Any, seconds: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "waited too long"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_cancel_before_the_last_check_withdraws_the_email_and_lists_it(
+    api: httpx.AsyncClient,
+    env: WorkflowEnvironment,
+    tenant: Tenant,
+    inbox: tuple[Inbox, int],
+    sessions: SessionFactory,
+) -> None:
+    job = await job_with(api, tenant, {"Interview": [email("Invitation")]})
+    candidate = await add_candidate(api, tenant, email="race@example.org")
+    await apply(api, tenant, job, candidate)
+    box, _ = inbox
+    box.delay_seconds = 1.0  # the peer takes a second over RCPT: the send is mid-way
+    made = (await move(api, tenant, job, candidate, "Interview")).json()
+
+    async def prepared() -> bool:
+        return await _message_state(sessions) == "prepared"
+
+    await _until(prepared)
+    cancelled = await api.post(f"/moves/{made['id']}/cancel", headers=tenant.recruiter)
+    assert cancelled.status_code == 200, cancelled.text
+    assert [c["kind"] for c in cancelled.json()["cancelled"]] == ["email"]
+    final = await settled(env, api, tenant, made["id"])
+    assert [a["state"] for a in final["actions"]] == ["cancelled"]
+    assert await _message_state(sessions) == "withdrawn"
+    assert box.to("race@example.org") == []
+
+
+async def test_an_email_handed_to_the_peer_is_not_cancelled_and_ends_done(
+    api: httpx.AsyncClient,
+    env: WorkflowEnvironment,
+    tenant: Tenant,
+    inbox: tuple[Inbox, int],
+    sessions: SessionFactory,
+) -> None:
+    job = await job_with(api, tenant, {"Interview": [email("Invitation")]})
+    candidate = await add_candidate(api, tenant, email="late@example.org")
+    await apply(api, tenant, job, candidate)
+    box, _ = inbox
+    box.delay_seconds = 1.0  # and a second before its reply to the final dot
+    made = (await move(api, tenant, job, candidate, "Interview")).json()
+
+    async def handed() -> bool:
+        return bool(box.to("late@example.org"))
+
+    await _until(handed)
+    assert await _message_state(sessions) == "sending"
+    refused = await api.post(f"/moves/{made['id']}/cancel", headers=tenant.recruiter)
+    assert refused.status_code == 409, refused.text
+    final = await settled(env, api, tenant, made["id"])
+    assert [a["state"] for a in final["actions"]] == ["done"]
+    assert len(box.to("late@example.org")) == 1
