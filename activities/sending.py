@@ -168,9 +168,9 @@ def compose(
         first, last, fields = values.first_name, values.last_name, values.fields
     else:
         first, last, fields = row["first_name"], row["last_name"], row["candidate_fields"]
+    is_test = message.source_kind is MessageSource.TEST
     url = mailto = None
     if unsubscribe:
-        is_test = message.source_kind is MessageSource.TEST
         token = links.sign_unsubscribe(
             settings.signing_secret.get_secret_value(),
             row["company_id"],
@@ -179,11 +179,8 @@ def compose(
         url = links.unsubscribe_url(settings.public_base_url, token)
         mailto = links.unsubscribe_mailto(settings.mail_domain, token)
     company_name, sender_name = row["company_name"], row["sender_name"]
-    if message.source_kind is MessageSource.TEST:
-        # A test may borrow a candidate's values, never their inbox.
-        address = message.test_address or ""
-    else:
-        address = row["candidate_email"] or ""
+    # A test may borrow a candidate's values, never their inbox.
+    address = (message.test_address if is_test else row["candidate_email"]) or ""
     return Content(
         envelope=Envelope(
             sender_name=sender_name,
@@ -195,7 +192,7 @@ def compose(
             unsubscribe_url=url,
             unsubscribe_mailto=mailto,
             campaign_id=message.campaign_id,
-            is_test=message.source_kind is MessageSource.TEST,
+            is_test=is_test,
         ),
         subject=subject,
         body=body,

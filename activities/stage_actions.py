@@ -100,6 +100,21 @@ _CONTENT = select(*COMPOSED).where(
 )
 
 
+async def _pending(session: AsyncSession, action_id: int) -> tuple[RowMapping | None, str | None]:
+    """The action (locked) if it may still run, else why not: no longer pending, or its
+    candidate erased (then it is cancelled for that)."""
+    found = (await (await session.connection()).execute(_ACTION, {"action_id": action_id})).first()
+    if found is None:
+        return None, "its move is gone"
+    row = found._mapping
+    if row["state"] is not ActionState.PENDING:
+        return None, row["reason"] or row["state"].value
+    if row["candidate_present"] is None:
+        await _finish(session, action_id, ActionState.CANCELLED, _ERASED)
+        return None, _ERASED
+    return row, None
+
+
 async def _finish(
     session: AsyncSession, action_id: int, state: ActionState, why: str | None
 ) -> None:
@@ -125,17 +140,10 @@ class _EmailSource:
         return self.action.due_at
 
     async def stop(self, session: AsyncSession) -> SendResult | None:
-        found = (
-            await (await session.connection()).execute(_ACTION, {"action_id": self.action.id})
-        ).first()
-        if found is None:
-            return SendResult(SendOutcome.WITHDRAWN, why="its move is gone")
-        row = self._row = found._mapping
-        if row["state"] is not ActionState.PENDING:
-            return SendResult(SendOutcome.WITHDRAWN, why=row["reason"] or row["state"].value)
-        if row["candidate_present"] is None:
-            await _finish(session, self.action.id, ActionState.CANCELLED, _ERASED)
-            return SendResult(SendOutcome.WITHDRAWN, why=_ERASED)
+        row, why = await _pending(session, self.action.id)
+        if row is None:
+            return SendResult(SendOutcome.WITHDRAWN, why=why)
+        self._row = row
         return None
 
     async def new_message(self, session: AsyncSession) -> dict[str, Any] | None:
@@ -245,16 +253,9 @@ class StageActionActivities:
             result = await self._delivery.send(_EmailSource(action, self._settings))
             return result.outcome.value
         async with transaction(self._sessions) as session:
-            connection = await session.connection()
-            found = (await connection.execute(_ACTION, {"action_id": action.id})).first()
-            if found is None:
-                return "gone"
-            row = found._mapping
-            if row["state"] is not ActionState.PENDING:
-                return str(row["state"].value)
-            if row["candidate_present"] is None:
-                await _finish(session, action.id, ActionState.CANCELLED, _ERASED)
-                return ActionState.CANCELLED.value
+            row, why = await _pending(session, action.id)
+            if row is None:
+                return f"not run: {why}"
             await _effect(session, row)
             await _finish(session, action.id, ActionState.DONE, None)
             return ActionState.DONE.value

@@ -80,13 +80,29 @@ async def check_touchpoints(
                 f"The interval before {where} is {spec.interval_days} days; "
                 f"it must be a whole number of days from {MIN_INTERVAL} to {MAX_INTERVAL}."
             )
-        if "\r" in spec.subject or "\n" in spec.subject:
-            raise ValidationError(f"The subject of {where} contains a line break.")
-        if not spec.subject.strip():
-            raise ValidationError(f"The subject of {where} is empty.")
-        await templates.check(spec.subject, "subject", where, company.custom_fields)
-        await templates.check(spec.body, "body", where, company.custom_fields)
+        await check_email(company, spec.subject, spec.body, where, templates)
     return CheckedTouchpoints(tuple(specs))
+
+
+async def check_email(
+    company: Company,
+    subject: str,
+    body: str,
+    where: str,
+    templates: TemplateSandbox,
+    *,
+    unsubscribe: bool = True,
+) -> None:
+    """An e-mail's subject and body, as any e-mail we send must have them (a touchpoint's,
+    a stage action's); `unsubscribe=False` for one that carries no unsubscribe link.
+    Checked in `templates`' processes: call it with no transaction open."""
+    if "\r" in subject or "\n" in subject:
+        raise ValidationError(f"The subject of {where} contains a line break.")
+    if not subject.strip():
+        raise ValidationError(f"The subject of {where} is empty.")
+    custom = company.custom_fields
+    await templates.check(subject, "subject", where, custom, unsubscribe=unsubscribe)
+    await templates.check(body, "body", where, custom, unsubscribe=unsubscribe)
 
 
 async def _check_senders(

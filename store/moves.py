@@ -39,6 +39,14 @@ from store.session import locking
 # Applications from these sources trigger nothing (SPEC.md §2.2).
 SILENT_SOURCES = frozenset({ApplicationSource.IMPORT, ApplicationSource.FORWARDED_CV})
 
+# Why a pending action was cancelled: the request's own cancel, or a later move.
+CANCELLED_BY_REQUEST = "the move was cancelled"
+
+
+def moved_to(stage: Stage) -> str:
+    return f"moved to {stage.name}"
+
+
 # An e-mail past these states has reached (or may have reached) the peer: not cancelled.
 _HANDED = (MessageState.SENDING, MessageState.SENT, MessageState.UNCONFIRMED)
 
@@ -175,6 +183,38 @@ async def _open_moves(session: AsyncSession, application_id: int) -> list[Move]:
     )
 
 
+async def _enter(
+    session: AsyncSession,
+    company: Company,
+    application: Application,
+    stage: Stage,
+    *,
+    from_stage_id: int | None,
+    run_actions: bool,
+    mover: int | None,
+    now: datetime,
+) -> tuple[Move, list[MoveAction]]:
+    """The move of `application` into `stage`, with its actions when they run."""
+    move = Move(
+        company_id=company.id,
+        key=secrets.token_hex(8),
+        application_id=application.id,
+        job_id=application.job_id,
+        candidate_id=application.candidate_id,
+        from_stage_id=from_stage_id,
+        to_stage_id=stage.id,
+        moved_by_user_id=mover,
+        run_actions=run_actions,
+        created_at=now,
+    )
+    session.add(move)
+    await session.flush()
+    actions = await _snapshot(session, company, move, stage, mover) if run_actions else []
+    application.stage_id, application.entered_stage_at = stage.id, now
+    await session.flush()
+    return move, actions
+
+
 async def _move(
     session: AsyncSession,
     company: Company,
@@ -186,26 +226,11 @@ async def _move(
     now: datetime,
 ) -> MoveDecision:
     open_moves = await _open_moves(session, application.id)
-    cancelled = await _cancel_pending(
-        session, [m.id for m in open_moves], f"moved to {stage.name}", now
-    )
-    move = Move(
-        company_id=company.id,
-        key=secrets.token_hex(8),
-        application_id=application.id,
-        job_id=application.job_id,
-        candidate_id=application.candidate_id,
-        from_stage_id=application.stage_id,
-        to_stage_id=stage.id,
-        moved_by_user_id=mover,
-        run_actions=run_actions,
-        created_at=now,
-    )
-    session.add(move)
-    await session.flush()
-    actions = await _snapshot(session, company, move, stage, mover) if run_actions else []
-    application.stage_id, application.entered_stage_at = stage.id, now
-    await session.flush()
+    cancelled = await _cancel_pending(session, [m.id for m in open_moves], moved_to(stage), now)
+    move, actions = await _enter(
+        session, company, application, stage,
+        from_stage_id=application.stage_id, run_actions=run_actions, mover=mover, now=now,
+    )  # fmt: skip
     told = {c.move_id for c in cancelled}
     return MoveDecision(move, stage, actions, cancelled, [m for m in open_moves if m.id in told])
 
@@ -251,21 +276,10 @@ async def apply(
             f"Candidate {candidate_id} has just applied to job {job_id} in another request: "
             "move them instead."
         ) from None
-    move = Move(
-        company_id=company.id,
-        key=secrets.token_hex(8),
-        application_id=application.id,
-        job_id=job_id,
-        candidate_id=candidate_id,
-        from_stage_id=None,
-        to_stage_id=first.id,
-        moved_by_user_id=mover,
-        run_actions=source not in SILENT_SOURCES,
-        created_at=now,
-    )
-    session.add(move)
-    await session.flush()
-    actions = await _snapshot(session, company, move, first, mover) if move.run_actions else []
+    move, actions = await _enter(
+        session, company, application, first,
+        from_stage_id=None, run_actions=source not in SILENT_SOURCES, mover=mover, now=now,
+    )  # fmt: skip
     return MoveDecision(move, first, actions, [], [])
 
 
@@ -344,7 +358,7 @@ async def cancel_move(
 ) -> tuple[Move, list[Cancelled]]:
     """Cancel what the move still has pending; a move with nothing pending answers 409."""
     move = await get_move(session, company_id, move_id)
-    cancelled = await _cancel_pending(session, [move.id], "the move was cancelled", now)
+    cancelled = await _cancel_pending(session, [move.id], CANCELLED_BY_REQUEST, now)
     if not cancelled:
         raise ConflictError(f"Move {move_id} has no pending action left to cancel.")
     return move, cancelled

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from errors import ConflictError, NotFoundError, ValidationError
 from mail.sandbox import TemplateSandbox
+from store.campaigns import check_email
 from store.models import (
     ActionKind,
     Application,
@@ -92,34 +93,46 @@ def due_at(
     return moved_at
 
 
-async def _check_action(
-    session: AsyncSession,
-    company: Company,
-    action: ActionSpec,
-    where: str,
-    templates: TemplateSandbox,
+async def check_stages(
+    company: Company, specs: Sequence[StageSpec], templates: TemplateSandbox
 ) -> None:
-    timings = [v for v in (action.delay_hours, action.delay_days, action.at_local) if v]
-    if len(timings) > 1:
-        raise ValidationError(
-            f"{where} has more than one of delay_hours, delay_days and at: give at most one."
-        )
-    if action.at_local:
-        local_at(action.at_local)
-    if action.kind is ActionKind.EMAIL:
-        sender = action.settings.get("sender_user_id")
-        if sender is not None:
-            found = await session.scalar(
-                select(User.id).where(User.company_id == company.id, User.id == sender)
+    """Every rule of a pipeline that needs no store: counts, names, timings, and each
+    e-mail's subject and body. Templates take seconds, in `templates`' processes: call
+    this with no transaction open (store/campaigns.py does the same for touchpoints)."""
+    if not specs:
+        raise ValidationError("A pipeline has at least one stage.")
+    if len(specs) > MAX_STAGES:
+        raise ValidationError(f"A pipeline has at most {MAX_STAGES} stages.")
+    names = [spec.name.strip().casefold() for spec in specs]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise ValidationError(f"Stage {index + 1}: the name '{specs[index].name}' is taken.")
+    for number, action in enumerate(specs[0].actions, start=1):
+        if action.kind is ActionKind.EMAIL and action.settings.get("sender_user_id") is None:
+            raise ValidationError(
+                f"Action {number} of the first stage ('{specs[0].name}') sends an e-mail: name "
+                "its sender (sender_user_id), since applications come from backend services, "
+                "not from a user who moves the candidate."
             )
-            if found is None:
-                raise ValidationError(f"The sender of {where} is not a user of this company.")
-        await templates.check(
-            action.settings["subject"], "subject", where, company.custom_fields, unsubscribe=False
-        )
-        await templates.check(
-            action.settings["body"], "body", where, company.custom_fields, unsubscribe=False
-        )
+    for index, spec in enumerate(specs):
+        if len(spec.actions) > MAX_ACTIONS:
+            raise ValidationError(f"Stage {index + 1}: at most {MAX_ACTIONS} actions.")
+        for number, action in enumerate(spec.actions, start=1):
+            where = f"action {number} of stage '{spec.name}'"
+            timings = [v for v in (action.delay_hours, action.delay_days, action.at_local) if v]
+            if len(timings) > 1:
+                raise ValidationError(
+                    f"{where} has more than one of delay_hours, delay_days and at: give at "
+                    "most one."
+                )
+            if action.at_local:
+                local_at(action.at_local)
+            if action.kind is ActionKind.EMAIL:
+                settings = action.settings
+                await check_email(
+                    company, settings["subject"], settings["body"], where, templates,
+                    unsubscribe=False,
+                )  # fmt: skip
 
 
 async def stages_of(session: AsyncSession, company_id: int, job_id: int | None) -> list[StageView]:
@@ -178,20 +191,22 @@ async def create_job(session: AsyncSession, company: Company, title: str) -> Job
         session.add(stage)
         await session.flush()
         for action in view.actions:
-            session.add(_copy(action, stage))
+            session.add(_stored(action, stage, action.position))
     await session.flush()
     return job
 
 
-def _copy(action: StageAction, stage: Stage) -> StageAction:
+def _stored(action: ActionSpec | StageAction, stage: Stage, position: int) -> StageAction:
+    """An action of `stage`, at `position`: one a request describes, or a copy of another
+    stage's (a new job's copy of the default)."""
     return StageAction(
         company_id=stage.company_id,
         stage_id=stage.id,
-        position=action.position,
+        position=position,
         kind=action.kind,
-        delay_hours=action.delay_hours,
-        delay_days=action.delay_days,
-        at_local=action.at_local,
+        delay_hours=action.delay_hours or None,
+        delay_days=action.delay_days or None,
+        at_local=action.at_local or None,
         settings=dict(action.settings),
     )
 
@@ -201,40 +216,28 @@ async def replace_stages(
     company: Company,
     job_id: int | None,
     specs: Sequence[StageSpec],
-    templates: TemplateSandbox,
 ) -> list[StageView]:
-    """The pipeline becomes `specs`, in that order. The first stage, where applications
-    enter, stays first (it may be renamed); a stage that holds candidates or history
-    cannot be removed. Everything is checked before anything is written."""
+    """The pipeline becomes `specs` (which `check_stages` has passed), in that order. The
+    first stage, where applications enter, stays first (it may be renamed); a stage that
+    holds candidates or history cannot be removed. Everything is checked before anything
+    is written."""
     current = (
         await default_pipeline(session, company)
         if job_id is None
         else await stages_of(session, company.id, job_id)
     )
     by_id = {view.stage.id: view.stage for view in current}
-    if not specs:
-        raise ValidationError("A pipeline has at least one stage.")
-    if len(specs) > MAX_STAGES:
-        raise ValidationError(f"A pipeline has at most {MAX_STAGES} stages.")
-    names = [spec.name.strip().casefold() for spec in specs]
-    for index, name in enumerate(names):
-        if name in names[:index]:
-            raise ValidationError(f"Stage {index + 1}: the name '{specs[index].name}' is taken.")
-    for number, action in enumerate(specs[0].actions, start=1):
-        if action.kind is ActionKind.EMAIL and action.settings.get("sender_user_id") is None:
-            raise ValidationError(
-                f"Action {number} of the first stage ('{specs[0].name}') sends an e-mail: name "
-                "its sender (sender_user_id), since applications come from backend services, "
-                "not from a user who moves the candidate."
-            )
+    users = set(await session.scalars(select(User.id).where(User.company_id == company.id)))
     for index, spec in enumerate(specs):
         if spec.id is not None and spec.id not in by_id:
             raise ValidationError(f"Stage {index + 1}: stage {spec.id} is not in this pipeline.")
-        if len(spec.actions) > MAX_ACTIONS:
-            raise ValidationError(f"Stage {index + 1}: at most {MAX_ACTIONS} actions.")
         for number, action in enumerate(spec.actions, start=1):
-            where = f"action {number} of stage '{spec.name}'"
-            await _check_action(session, company, action, where, templates)
+            sender = action.settings.get("sender_user_id")
+            if action.kind is ActionKind.EMAIL and sender is not None and sender not in users:
+                raise ValidationError(
+                    f"The sender of action {number} of stage '{spec.name}' is not a user of "
+                    "this company."
+                )
     first = current[0].stage
     if specs[0].id != first.id:
         raise ValidationError(
@@ -262,18 +265,7 @@ async def replace_stages(
         await session.flush()
         await session.execute(delete(StageAction).where(StageAction.stage_id == stage.id))
         for number, action in enumerate(spec.actions):
-            session.add(
-                StageAction(
-                    company_id=company.id,
-                    stage_id=stage.id,
-                    position=number,
-                    kind=action.kind,
-                    delay_hours=action.delay_hours or None,
-                    delay_days=action.delay_days or None,
-                    at_local=action.at_local or None,
-                    settings=dict(action.settings),
-                )
-            )
+            session.add(_stored(action, stage, number))
     await session.flush()
     return await stages_of(session, company.id, job_id)
 

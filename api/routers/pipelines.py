@@ -92,6 +92,18 @@ def _specs(body: PipelineIn) -> list[StageSpec]:
     ]
 
 
+async def _checked(
+    session: SessionDep, caller: Caller, body: PipelineIn, templates: TemplatesDep
+) -> tuple[Company, list[StageSpec]]:
+    """The company and the stages asked for, checked with no transaction open: templates
+    take seconds, and a transaction holds a connection of the pool from its first query."""
+    async with session.begin():
+        company = await get_company(session, caller.company_id)
+    specs = _specs(body)
+    await store.check_stages(company, specs, templates)
+    return company, specs
+
+
 @router.get("/pipeline", response_model=PipelineOut)
 async def get_default_pipeline(caller: UserDep, session: SessionDep) -> PipelineOut:
     """The company's default pipeline, which each new job copies."""
@@ -108,9 +120,9 @@ async def put_default_pipeline(
     """Replace the default pipeline: jobs created from now on copy it; existing jobs keep
     theirs."""
     _admin(caller)
+    company, specs = await _checked(session, caller, body, templates)
     async with session.begin():
-        company = await get_company(session, caller.company_id)
-        views = await store.replace_stages(session, company, None, _specs(body), templates)
+        views = await store.replace_stages(session, company, None, specs)
         return PipelineOut(job_id=None, stages=[_stage_out(v) for v in views])
 
 
@@ -151,9 +163,10 @@ async def put_job_pipeline(
     """Replace this job's pipeline, for this job alone."""
     _admin(caller)
     async with session.begin():
-        company = await get_company(session, caller.company_id)
-        await store.get_job(session, company.id, job_id)
-        views = await store.replace_stages(session, company, job_id, _specs(body), templates)
+        await store.get_job(session, caller.company_id, job_id)  # 404 before the templates
+    company, specs = await _checked(session, caller, body, templates)
+    async with session.begin():
+        views = await store.replace_stages(session, company, job_id, specs)
         return PipelineOut(job_id=job_id, stages=[_stage_out(v) for v in views])
 
 
@@ -279,7 +292,7 @@ async def move(
         )  # fmt: skip
         await _started(decision, company, workflows)
         out = _move_out(decision.move, decision.actions, company.time_zone, decision.cancelled)
-    await _tell(workflows, decision.superseded, f"moved to {decision.stage.name}")
+    await _tell(workflows, decision.superseded, move_store.moved_to(decision.stage))
     return out
 
 
@@ -301,5 +314,5 @@ async def cancel_move(
         found, cancelled = await move_store.cancel_move(session, company.id, move_id, now)
         actions = await move_store.move_actions(session, found.id)
         out = _move_out(found, actions, company.time_zone, cancelled)
-    await _tell(workflows, [found], "the move was cancelled")
+    await _tell(workflows, [found], move_store.CANCELLED_BY_REQUEST)
     return out

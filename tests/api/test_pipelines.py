@@ -353,6 +353,8 @@ async def test_a_stage_email_has_no_unsubscribe_link_to_name_and_bad_actions_are
 
     body = {"subject": "Hi", "body": "Stop: {{ unsubscribe_url }}"}
     assert "carries no unsubscribe link" in await refused({"kind": "email", "email": body})
+    broken = {"kind": "email", "email": {"subject": "Hi\nBcc: x@example.org", "body": "x"}}
+    assert "contains a line break" in await refused(broken)
     two = email("Hi", delay_days=1, delay_hours=2)
     assert "more than one of" in await refused(two)
     misplaced = {"kind": "note", "tags": {"tags": ["x"]}}
