@@ -55,7 +55,6 @@ class StageActionsWorkflow:
     def __init__(self, input: StageActionsInput) -> None:
         self._input = input
         self._cancelled: str | None = None
-        self._left = 0
 
     @workflow.run
     async def run(self, input: StageActionsInput) -> str:
@@ -71,12 +70,12 @@ class StageActionsWorkflow:
             cause = error.cause
             if not isinstance(cause, ApplicationError) or cause.type != NEVER_COMMITTED_TYPE:
                 raise
-            self._state("gone", None)
+            self._state("gone")
             return "gone: the move was never committed"
-        self._left = len(planned)
         for number, action in enumerate(planned, start=1):
-            self._state("waiting" if action.due_at > workflow.now() else "running", action)
             wait = action.due_at - workflow.now()
+            left = len(planned) - number + 1
+            self._state("waiting" if wait > timedelta(0) else "running", action, left)
             if wait > timedelta(0):
                 try:
                     await workflow.wait_condition(
@@ -89,8 +88,7 @@ class StageActionsWorkflow:
             if self._cancelled is not None:
                 break
             await self._run(action, number)
-            self._left -= 1
-        self._state("cancelled" if self._cancelled is not None else "done", None)
+        self._state("cancelled" if self._cancelled is not None else "done")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._cancelled or "done"
 
@@ -116,12 +114,12 @@ class StageActionsWorkflow:
                 summary=f"record action {number} as failed",
             )
 
-    def _state(self, state: str, action: PlannedAction | None) -> None:
+    def _state(self, state: str, action: PlannedAction | None = None, left: int = 0) -> None:
         workflow.upsert_search_attributes([STATE.value_set(state)])
         stage = self._input.stage_id
         if action is not None:
             workflow.set_current_details(
-                f"stage {stage}: {self._left} action(s) left, next {action.kind} due "
+                f"stage {stage}: {left} action(s) left, next {action.kind} due "
                 f"{action.due_at:%Y-%m-%d %H:%M} UTC"
             )
         else:
