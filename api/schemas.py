@@ -89,7 +89,18 @@ Moment = Annotated[AwareDatetime, BeforeValidator(_moment)]
 
 # Ids are 32-bit on PostgreSQL: a larger one is simply not found, never a 500.
 MAX_ID = 2**31 - 1
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def _json_integer(value: Any) -> Any:
+    """An integer as JSON Schema says (3, or 3.0), never `true` read as 1 nor "3" as 3."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{value!r} is not an integer")
+    return value
+
+
+# The validator comes after the bounds, so the document still states them.
+Integer = BeforeValidator(_json_integer)
+Id = Annotated[int, Field(ge=1, le=MAX_ID), Integer]
 PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
 MAX_BULK = 5000
 # Every integer of a query is bounded, so none can overflow the database's 64-bit ones.
@@ -218,10 +229,8 @@ class TouchpointIn(Strict):
     format: Format = Format.PLAIN
     sender_user_id: Id
     send_time: TimeOfDay
-    interval_days: int | None = Field(
+    interval_days: Annotated[int, Field(ge=MIN_INTERVAL, le=MAX_INTERVAL), Integer] | None = Field(
         default=None,
-        ge=MIN_INTERVAL,
-        le=MAX_INTERVAL,
         description="Whole days after the previous touchpoint (1 to 100, default 1); "
         "the first touchpoint has none.",
     )
@@ -293,7 +302,7 @@ class CampaignTestOut(BaseModel):
 
 class RecipientAdd(Strict):
     candidate_id: Id
-    re_enrol: bool = False
+    re_enrol: bool = Field(default=False, strict=True)
 
 
 class RecipientsAdd(Strict):
@@ -301,7 +310,7 @@ class RecipientsAdd(Strict):
     which answers at once while its workflows start in the background."""
 
     candidate_ids: list[Id] = Field(min_length=1, max_length=MAX_BULK)
-    re_enrol: bool = False
+    re_enrol: bool = Field(default=False, strict=True)
 
 
 class AddOut(BaseModel):
@@ -411,8 +420,8 @@ class _Action(Strict):
     none runs it at once. Presets: 1 hour (`delay_hours: 1`), 1 day, 3 days
     (`delay_days`, which keep the local time of the move across DST)."""
 
-    delay_hours: int | None = Field(default=None, ge=1, le=MAX_DELAY_HOURS)
-    delay_days: int | None = Field(default=None, ge=1, le=MAX_DELAY_DAYS)
+    delay_hours: Annotated[int, Field(ge=1, le=MAX_DELAY_HOURS), Integer] | None = None
+    delay_days: Annotated[int, Field(ge=1, le=MAX_DELAY_DAYS), Integer] | None = None
     at: str | None = Field(
         default=None,
         pattern=LOCAL_AT_PATTERN,
@@ -487,6 +496,7 @@ class MoveIn(Strict):
     stage_id: Id
     run_actions: bool | None = Field(
         default=None,
+        strict=True,
         description="Run the stage's actions (default); required when the candidate was "
         "in that stage before",
     )
