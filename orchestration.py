@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import (
@@ -26,8 +28,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from errors import UnavailableError
 
 # Modules, not names: the enrolment batch's workflow imports the activity that imports us.
-from workflows import campaign_test, enrolment_batch, nurture, stage_actions
+from workflows import bulk_move, campaign_test, enrolment_batch, nurture, stage_actions
 from workflows.contracts import (
+    BulkMoveInput,
     CampaignTestInput,
     CancelMoveSignal,
     EnrolmentBatchInput,
@@ -38,11 +41,18 @@ from workflows.contracts import (
     ResumeSignal,
     SendOutcome,
     StageActionsInput,
+    bulk_move_workflow_id,
     nurture_workflow_id,
     stage_actions_workflow_id,
 )
 from workflows.nurture import CAMPAIGN_ID, CANDIDATE_ID, STATE, NurtureWorkflow
 from workflows.timing import first_send_at, local_label
+
+if TYPE_CHECKING:
+    from store.models import Move
+    from store.moves import MoveDecision
+
+log = logging.getLogger(__name__)
 
 # Every search attribute of every workflow: the dev server, the tests and `make run`
 # register these.
@@ -142,6 +152,17 @@ class Workflows:
                 ),
             )
 
+    async def start_bulk_move(self, bulk_id: int, key: str, *, job_id: int, total: int) -> None:
+        """Its id is the bulk move's random key, as a batch's is."""
+        async with _temporal("No candidate was moved"):
+            await self._client.start_workflow(
+                bulk_move.BulkMoveWorkflow.run,
+                BulkMoveInput(bulk_id, key),
+                id=bulk_move_workflow_id(key),
+                task_queue=self._task_queue,
+                static_summary=f"Job {job_id}: bulk move {bulk_id} of {total} candidates",
+            )
+
     async def run_campaign_test(
         self,
         workflow_id: str,
@@ -234,9 +255,56 @@ class Workflows:
                 task_timeout=timedelta(seconds=10),
             )
 
-    async def cancel_stage_actions(self, workflow_ids: Iterable[str], reason: str) -> None:
-        """Wake each move's workflow, whose pending actions the store has cancelled."""
+    async def start_move(self, decision: MoveDecision) -> None:
+        """Start the workflow of a move the store has decided, before its commit: if the
+        start fails, nothing is kept. A move without actions has none."""
+        move = decision.move
+        if decision.actions:
+            await self.start_stage_actions(
+                StageActionsInput(
+                    company_id=move.company_id,
+                    job_id=move.job_id,
+                    candidate_id=move.candidate_id,
+                    stage_id=move.to_stage_id,
+                    move_id=move.id,
+                    move_key=move.key,
+                    moved_at=move.created_at,
+                ),
+                stage_name=decision.stage.name,
+                actions=len(decision.actions),
+            )
+
+    async def tell_moves(
+        self, moves: list[Move], reason: str, *, only: Mapping[int, list[int]] | None = None
+    ) -> None:
+        """After the commit, wake the workflows of moves whose pending actions the store
+        cancelled (with `only`: those actions of each move). The store is the truth: a
+        workflow not told now wakes at its next action's moment and finds it cancelled."""
+        ids = {m.id: stage_actions_workflow_id(m.job_id, m.candidate_id, m.key) for m in moves}
+        try:
+            await self.cancel_stage_actions(
+                ids.values(),
+                reason,
+                only={ids[move]: actions for move, actions in only.items()} if only else None,
+            )
+        except WorkflowsUnavailableError as error:
+            log.warning("moves %s cancelled, their workflows not told yet: %s", list(ids), error)
+
+    async def cancel_stage_actions(
+        self,
+        workflow_ids: Iterable[str],
+        reason: str,
+        *,
+        only: Mapping[str, list[int]] | None = None,
+    ) -> None:
+        """Wake each move's workflow, whose pending actions the store has cancelled (with
+        `only`, just those actions of each: the workflow goes on with the others)."""
         async with _temporal("The moves' actions are cancelled, but their workflows were not told"):
             await asyncio.gather(
-                *(self._signal(wid, "cancel", CancelMoveSignal(reason)) for wid in workflow_ids)
+                *(
+                    self._signal(
+                        wid, "cancel", CancelMoveSignal(reason, only[wid] if only else None)
+                    )
+                    for wid in workflow_ids
+                )
             )

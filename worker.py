@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.bulk_moves import BulkMoveActivities
 from activities.enrolment import EnrolmentActivities
 from activities.nurture import NurtureActivities
 from activities.stage_actions import StageActionActivities
@@ -21,6 +22,7 @@ from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
 from orchestration import Workflows
 from store.session import SessionFactory, create_engine, create_session_factory
+from workflows.bulk_move import BulkMoveWorkflow
 from workflows.campaign_test import CampaignTestWorkflow
 from workflows.enrolment_batch import EnrolmentBatchWorkflow
 from workflows.nurture import NurtureWorkflow
@@ -31,6 +33,7 @@ WORKFLOWS: Sequence[type] = (
     CampaignTestWorkflow,
     EnrolmentBatchWorkflow,
     StageActionsWorkflow,
+    BulkMoveWorkflow,
 )
 
 
@@ -57,8 +60,10 @@ def activities_of(
 ) -> list[Callable[..., Any]]:
     """Every activity of the service, one class per job."""
     nurture = NurtureActivities(sessions, mailer, settings, templates)
-    enrolment = EnrolmentActivities(sessions, settings, Workflows(client, settings.task_queue))
+    workflows = Workflows(client, settings.task_queue)
+    enrolment = EnrolmentActivities(sessions, settings, workflows)
     stage = StageActionActivities(sessions, mailer, settings, templates)
+    bulk = BulkMoveActivities(sessions, workflows)
     return [
         stage.plan_stage_actions,
         stage.run_stage_action,
@@ -68,6 +73,7 @@ def activities_of(
         nurture.send_test_message,
         nurture.record_test_failure,
         enrolment.start_enrolments,
+        bulk.run_bulk_move,
     ]
 
 

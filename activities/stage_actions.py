@@ -11,16 +11,18 @@ a cancelled move or an erased candidate does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import RowMapping, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.sending import COMPOSED, Content, Delivery, compose, now
 from config import Settings
+from errors import ConflictError, NotFoundError
 from mail.message import message_id_for
 from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
@@ -28,22 +30,31 @@ from store.messages import MESSAGES, MessageRow
 from store.models import (
     ActionKind,
     ActionState,
+    Application,
+    ApplicationSource,
+    Base,
     Candidate,
     CandidateTag,
     Company,
+    EvaluationRequest,
+    Follower,
     Format,
     MessageSource,
     MessageState,
     Move,
     MoveAction,
     Note,
+    PoolMember,
+    ReceivedEvent,
+    Task,
     User,
     table,
 )
-from store.moves import stage_email_key
+from store.moves import REPLIED, apply, stage_email_key
 from store.session import SessionFactory, locking, transaction
 from workflows.contracts import (
     ActionFailure,
+    ExitReason,
     PlannedAction,
     SendOutcome,
     SendResult,
@@ -51,7 +62,7 @@ from workflows.contracts import (
 )
 
 _ACTIONS, _MOVES, _CANDIDATES = table(MoveAction), table(Move), table(Candidate)
-_COMPANIES, _USERS = table(Company), table(User)
+_COMPANIES, _USERS, _EVENTS = table(Company), table(User), table(ReceivedEvent)
 
 # The action with its move and (outer-joined: an erased one is gone) its candidate, locked
 # (PostgreSQL): a cancel updates the action, so it waits for this transaction or this one
@@ -64,14 +75,17 @@ _ACTION = locking(
         _ACTIONS.c.settings,
         _ACTIONS.c.state,
         _ACTIONS.c.reason,
+        _ACTIONS.c.unless_replied,
         _MOVES.c.job_id,
         _MOVES.c.candidate_id,
+        _MOVES.c.created_at.label("moved_at"),
+        _COMPANIES.c.time_zone,
         _CANDIDATES.c.id.label("candidate_present"),
     )
     .select_from(
-        _ACTIONS.join(_MOVES, _MOVES.c.id == _ACTIONS.c.move_id).outerjoin(
-            _CANDIDATES, _CANDIDATES.c.id == _MOVES.c.candidate_id
-        )
+        _ACTIONS.join(_MOVES, _MOVES.c.id == _ACTIONS.c.move_id)
+        .join(_COMPANIES, _COMPANIES.c.id == _ACTIONS.c.company_id)
+        .outerjoin(_CANDIDATES, _CANDIDATES.c.id == _MOVES.c.candidate_id)
     )
     .where(_ACTIONS.c.id == bindparam("action_id")),
     of=_ACTIONS,
@@ -100,18 +114,40 @@ _CONTENT = select(*COMPOSED).where(
 )
 
 
+# A reply of the candidate since the move, which ends a rule that waits for none (the
+# event's route cancels such rules too; this sees a reply recorded with an earlier time).
+_REPLIED = (
+    select(_EVENTS.c.id)
+    .where(
+        _EVENTS.c.candidate_id == bindparam("candidate_id"),
+        _EVENTS.c.type == ExitReason.REPLIED.value,
+        _EVENTS.c.occurred_at >= bindparam("since"),
+    )
+    .limit(1)
+)
+
+
 async def _pending(session: AsyncSession, action_id: int) -> tuple[RowMapping | None, str | None]:
     """The action (locked) if it may still run, else why not: no longer pending, or its
-    candidate erased (then it is cancelled for that)."""
-    found = (await (await session.connection()).execute(_ACTION, {"action_id": action_id})).first()
+    candidate erased, or (a rule's that waits for no reply) the candidate replied; then
+    it is cancelled for that."""
+    connection = await session.connection()
+    found = (await connection.execute(_ACTION, {"action_id": action_id})).first()
     if found is None:
         return None, "its move is gone"
     row = found._mapping
     if row["state"] is not ActionState.PENDING:
         return None, row["reason"] or row["state"].value
+    why = None
     if row["candidate_present"] is None:
-        await _finish(session, action_id, ActionState.CANCELLED, _ERASED)
-        return None, _ERASED
+        why = _ERASED
+    elif row["unless_replied"]:
+        since = {"candidate_id": row["candidate_id"], "since": row["moved_at"]}
+        if (await connection.execute(_REPLIED, since)).first() is not None:
+            why = REPLIED
+    if why is not None:
+        await _finish(session, action_id, ActionState.CANCELLED, why)
+        return None, why
     return row, None
 
 
@@ -271,35 +307,99 @@ class StageActionActivities:
 
 
 async def _effect(session: AsyncSession, row: RowMapping) -> None:
-    """What a note or tags action writes, marked with the action's id (automatic)."""
+    """What an action other than an e-mail writes, marked with the action's id (so it
+    reads as automatic, and a retry finds it written). Notes and evaluation requests it
+    makes have no author; a follower, tag, pool or job the candidate already has is kept
+    as it is."""
     connection = await session.connection()
     settings = row["settings"]
     kind = row["kind"]
-    base = {"company_id": row["company_id"], "candidate_id": row["candidate_id"]}
+    made = {
+        "company_id": row["company_id"],
+        "candidate_id": row["candidate_id"],
+        "created_at": now(),
+    }
+    automatic = {**made, "move_action_id": row["id"]}
     if kind is ActionKind.NOTE:
         await connection.execute(
             insert(table(Note)).values(
-                **base,
+                **automatic, job_id=row["job_id"], text=settings["text"], author_user_id=None
+            )
+        )
+    elif kind is ActionKind.TASK:
+        await connection.execute(
+            insert(table(Task)).values(
+                **automatic,
                 job_id=row["job_id"],
-                text=settings["text"],
-                author_user_id=None,
-                move_action_id=row["id"],
-                created_at=now(),
+                assignee_user_id=settings["assignee_user_id"],
+                title=settings["title"],
+                due_on=_due_on(settings, row),
+            )
+        )
+    elif kind is ActionKind.EVALUATION:
+        await connection.execute(
+            insert(table(EvaluationRequest)).values(
+                **automatic,
+                job_id=row["job_id"],
+                evaluator_user_id=settings["evaluator_user_id"],
+                requested_by_user_id=None,
             )
         )
     elif kind is ActionKind.TAGS:
-        have = set(
-            await connection.scalars(
-                select(CandidateTag.tag).where(CandidateTag.candidate_id == row["candidate_id"])
-            )
-        )
-        for tag in settings["tags"]:
-            if tag not in have:
-                have.add(tag)
-                await connection.execute(
-                    insert(table(CandidateTag)).values(
-                        **base, tag=tag, move_action_id=row["id"], created_at=now()
-                    )
-                )
+        await _add_new(connection, CandidateTag, CandidateTag.tag, settings["tags"], automatic)
+    elif kind is ActionKind.FOLLOWERS:
+        await _add_new(connection, Follower, Follower.user_id, settings["user_ids"], automatic)
+    elif kind is ActionKind.ASSIGN and settings.get("talent_pool_id") is not None:
+        pool = settings["talent_pool_id"]
+        await _add_new(
+            connection, PoolMember, PoolMember.candidate_id, [row["candidate_id"]],
+            {**automatic, "pool_id": pool}, PoolMember.pool_id == pool,
+        )  # fmt: skip
+    elif kind is ActionKind.ASSIGN:
+        await _assign_to_job(session, row, settings["job_id"])
     else:
         raise ApplicationError(f"Unknown action kind {kind}.", non_retryable=True)
+
+
+def _due_on(settings: dict[str, Any], row: RowMapping) -> date:
+    """A task's day: the one given, or N days after the day the action runs (the
+    company's calendar)."""
+    if settings.get("due_on"):
+        return date.fromisoformat(settings["due_on"])
+    today = now().astimezone(ZoneInfo(row["time_zone"])).date()
+    return today + timedelta(days=int(settings["due_in_days"]))
+
+
+async def _add_new(
+    connection: AsyncConnection,
+    model: type[Base],
+    column: Any,
+    values: list[Any],
+    fields: dict[str, Any],
+    *where: Any,
+) -> None:
+    """One row per value the candidate does not have yet (a tag, a follower, a pool)."""
+    owner = getattr(model, "candidate_id") == fields["candidate_id"]  # noqa: B009
+    have = set(await connection.scalars(select(column).where(owner, *where)))
+    for value in values:
+        if value not in have:
+            have.add(value)
+            await connection.execute(insert(table(model)).values({**fields, column.key: value}))
+
+
+async def _assign_to_job(session: AsyncSession, row: RowMapping, job_id: int) -> None:
+    """The candidate applies to `job_id` as assigned: its first stage's actions do not
+    run (no chain of automatic moves), and a candidate already there stays as they are."""
+    company = await session.get_one(Company, row["company_id"])
+    try:
+        decision = await apply(
+            session, company, job_id, row["candidate_id"], ApplicationSource.ASSIGNED,
+            mover=None, now=now(),
+        )  # fmt: skip
+    except ConflictError:
+        return
+    except NotFoundError as error:
+        raise ApplicationError(str(error), non_retryable=True) from None
+    application = await session.get_one(Application, decision.move.application_id)
+    application.move_action_id = row["id"]
+    await session.flush()

@@ -20,6 +20,7 @@ from api.routers import (
     pipelines,
     recipients,
     unsubscribe,
+    users,
 )
 from config import Settings
 from mail.sandbox import TemplateSandbox
@@ -87,7 +88,16 @@ def create_app(
     app.state.settings = settings
     app.state.clock = clock
     errors.install(app)
-    for module in (candidates, campaigns, recipients, events, unsubscribe, mailbox, pipelines):
+    for module in (
+        candidates,
+        campaigns,
+        recipients,
+        events,
+        unsubscribe,
+        mailbox,
+        pipelines,
+        users,
+    ):
         app.include_router(module.router)
 
     @app.get("/health", tags=["health"])

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from errors import ConflictError, ValidationError
 from store.models import IdempotentRequest
+from store.session import SessionFactory, transaction
 
 IdempotencyKey = Annotated[
     str | None,
@@ -35,16 +36,17 @@ def fingerprint(method: str, path: str, body: BaseModel) -> str:
 
 
 async def once(
-    session: AsyncSession,
+    sessions: SessionFactory,
     company_id: int,
     key: str | None,
     print_: str,
     status_code: int,
-    produce: Callable[[], Awaitable[BaseModel]],
+    produce: Callable[[AsyncSession], Awaitable[BaseModel]],
 ) -> JSONResponse:
-    """Run `produce` in one transaction, or replay what it answered for this key before."""
+    """Run `produce` in one transaction that writes (store.session.transaction), or replay
+    what it answered for this key before."""
     if key is not None:
-        async with session.begin():
+        async with sessions() as session:
             seen = await session.scalar(
                 select(IdempotentRequest).where(
                     IdempotentRequest.company_id == company_id, IdempotentRequest.key == key
@@ -57,8 +59,8 @@ async def once(
                 )
             return JSONResponse(seen.body["answer"], status_code=seen.status_code)
     try:
-        async with session.begin():
-            answer: Any = jsonable_encoder(await produce())
+        async with transaction(sessions) as session:
+            answer: Any = jsonable_encoder(await produce(session))
             if key is not None:
                 session.add(
                     IdempotentRequest(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, time
+from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 
@@ -35,7 +35,14 @@ from store.models import (
     MessageState,
     RecipientStatus,
 )
-from store.pipelines import MAX_ACTIONS, MAX_DELAY_DAYS, MAX_DELAY_HOURS, MAX_STAGES
+from store.pipelines import (
+    MAX_ACTIONS,
+    MAX_DELAY_DAYS,
+    MAX_DELAY_HOURS,
+    MAX_REASONS,
+    MAX_RULES,
+    MAX_STAGES,
+)
 
 # What `_time_of_day` accepts, said again for the document: clients and generators read the
 # pattern, and a `format: time` would promise seconds and zones that are refused.
@@ -386,6 +393,10 @@ class EventOut(BaseModel):
     type: EventType
     candidate_id: int
     ended_campaigns: list[int]
+    cancelled_actions: list[CancelledOut] = Field(
+        default_factory=list,
+        description="A reply: the pending actions of rules that wait for no reply, ended",
+    )
     duplicate: bool = False
 
 
@@ -413,6 +424,43 @@ Tag = Annotated[str, Field(min_length=1, max_length=100)]
 
 class TagsSettings(Strict):
     tags: list[Tag] = Field(min_length=1, max_length=20)
+
+
+class _TaskSettings(Strict):
+    title: str = Field(min_length=1, max_length=200)
+    assignee_user_id: Id
+
+
+class TaskInDays(_TaskSettings):
+    due_in_days: Annotated[int, Field(ge=0, le=MAX_DELAY_DAYS), Integer] = Field(
+        description="Due this many days after the action runs (the company's calendar)"
+    )
+
+
+class TaskOnDate(_TaskSettings):
+    due_on: date
+
+
+TaskSettings = TaskInDays | TaskOnDate
+
+
+class EvaluationSettings(Strict):
+    evaluator_user_id: Id
+
+
+class FollowersSettings(Strict):
+    user_ids: list[Id] = Field(min_length=1, max_length=20)
+
+
+class AssignToJob(Strict):
+    job_id: Id
+
+
+class AssignToPool(Strict):
+    talent_pool_id: Id
+
+
+AssignSettings = AssignToJob | AssignToPool
 
 
 class _Action(Strict):
@@ -451,20 +499,81 @@ class TagsAction(_Action):
     tags: TagsSettings
 
 
+class TaskAction(_Action):
+    kind: Literal[ActionKind.TASK]
+    task: TaskSettings
+
+
+class EvaluationAction(_Action):
+    kind: Literal[ActionKind.EVALUATION]
+    evaluation: EvaluationSettings
+
+
+class FollowersAction(_Action):
+    kind: Literal[ActionKind.FOLLOWERS]
+    followers: FollowersSettings
+
+
+class AssignAction(_Action):
+    kind: Literal[ActionKind.ASSIGN]
+    assign: AssignSettings
+
+
 # The kind says which settings the action takes, in the field of its name.
-ActionIn = Annotated[EmailAction | NoteAction | TagsAction, Field(discriminator="kind")]
+ActionIn = Annotated[
+    EmailAction
+    | NoteAction
+    | TaskAction
+    | TagsAction
+    | EvaluationAction
+    | FollowersAction
+    | AssignAction,
+    Field(discriminator="kind"),
+]
+
+
+class RuleIn(Strict):
+    """If the candidate is still in the stage `after_days` days after entering it (and,
+    with `unless_replied`, has not replied since), the actions run then. They take no
+    delay or date of their own."""
+
+    after_days: Annotated[int, Field(ge=1, le=MAX_DELAY_DAYS), Integer]
+    unless_replied: bool = Field(default=False, strict=True)
+    actions: list[ActionIn] = Field(min_length=1, max_length=MAX_ACTIONS)
 
 
 class StageIn(Strict):
     id: Id | None = Field(default=None, description="Keep this existing stage; none: new")
     name: str = Field(min_length=1, max_length=100)
     actions: list[ActionIn] = Field(default_factory=list, max_length=MAX_ACTIONS)
+    rules: list[RuleIn] = Field(default_factory=list, max_length=MAX_RULES)
 
 
 class StageOut(BaseModel):
     id: int
     name: str
     actions: list[ActionIn]
+    rules: list[RuleIn]
+
+
+class ReasonIn(Strict):
+    id: Id | None = Field(default=None, description="Keep this existing reason; none: new")
+    name: str = Field(min_length=1, max_length=100)
+    actions: list[ActionIn] = Field(default_factory=list, max_length=MAX_ACTIONS)
+
+
+class ReasonsIn(Strict):
+    reasons: list[ReasonIn] = Field(max_length=MAX_REASONS)
+
+
+class ReasonOut(BaseModel):
+    id: int
+    name: str
+    actions: list[ActionIn]
+
+
+class ReasonsOut(BaseModel):
+    reasons: list[ReasonOut]
 
 
 class PipelineIn(Strict):
@@ -502,12 +611,26 @@ class MoveIn(Strict):
     )
 
 
+class DisqualifyIn(Strict):
+    reason_id: Id = Field(description="One of the company's disqualification reasons")
+    run_actions: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Run the reason's actions (default); required when the candidate was "
+        "disqualified for that reason before",
+    )
+
+
 class MoveActionOut(BaseModel):
-    id: int
+    id: int | None = Field(description="None in a preview")
     kind: ActionKind
     state: ActionState
     due_at: datetime
     due_at_local: str
+    rule_after_days: int | None = Field(
+        default=None, description="A rule's action: its days after the move"
+    )
+    unless_replied: bool = Field(default=False, description="A reply before then ends it")
     reason: str | None = Field(description="Why it was cancelled, or the error it failed with")
     finished_at: datetime | None
 
@@ -525,6 +648,9 @@ class MoveOut(BaseModel):
     candidate_id: int
     from_stage_id: int | None
     to_stage_id: int
+    disqualification_reason_id: int | None = Field(
+        default=None, description="A disqualification: the candidate stays in to_stage_id"
+    )
     run_actions: bool
     created_at: datetime
     workflow_id: str | None = Field(description="Its StageActionsWorkflow, if it has actions")
@@ -532,3 +658,113 @@ class MoveOut(BaseModel):
     cancelled: list[CancelledOut] = Field(
         default_factory=list, description="What this request cancelled: pending actions"
     )
+
+
+class PreviewOut(BaseModel):
+    """What the move would do if made now: nothing is written."""
+
+    actions: list[MoveActionOut]
+    cancelled: list[CancelledOut] = Field(
+        description="The pending actions of earlier moves it would cancel"
+    )
+
+
+MAX_BULK_MOVE = 10_000
+
+
+class BulkToStage(Strict):
+    """A bulk move into the job's stage `stage_id`."""
+
+    stage_id: Id
+
+
+class BulkDisqualify(Strict):
+    """A bulk disqualification for the company's reason `reason_id`."""
+
+    reason_id: Id
+
+
+class _BulkMove(Strict):
+    candidate_ids: list[Id] = Field(min_length=1, max_length=MAX_BULK_MOVE)
+    run_actions: bool = Field(
+        strict=True, description="Run the actions (listed by the preview) or move without them"
+    )
+
+
+class BulkMoveToStage(_BulkMove, BulkToStage):
+    pass
+
+
+class BulkDisqualifyMany(_BulkMove, BulkDisqualify):
+    pass
+
+
+BulkMoveIn = BulkMoveToStage | BulkDisqualifyMany
+BulkPreviewIn = BulkToStage | BulkDisqualify
+
+
+class BulkPreviewOut(BaseModel):
+    actions: list[ActionIn] = Field(description="What each moved candidate's move runs")
+    rules: list[RuleIn] = Field(description="The rules that will wait for each of them")
+
+
+class BulkResultOut(BaseModel):
+    candidate_id: int
+    result: Literal["moved", "refused"]
+    move_id: int | None
+    detail: str | None
+
+
+class BulkMoveOut(BaseModel):
+    id: int
+    job_id: int
+    stage_id: int | None
+    reason_id: int | None
+    run_actions: bool
+    total: int
+    moved: int
+    refused: int
+    created_at: datetime
+    finished_at: datetime | None = Field(description="None while it runs")
+    workflow_id: str = Field(description="Its BulkMoveWorkflow")
+    results: list[BulkResultOut]
+
+
+class TalentPoolIn(Strict):
+    name: str = Field(min_length=1, max_length=100)
+
+
+class TalentPoolOut(BaseModel):
+    id: int
+    name: str
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    role: str
+    manages_automations: bool
+
+
+class UserUpdate(Strict):
+    manages_automations: bool = Field(
+        strict=True, description="May configure pipelines' automatic actions (admins always may)"
+    )
+
+
+class RecordOut(BaseModel):
+    """Something on the candidate's record; `automatic` when an action made it (the
+    lightning mark), with that action."""
+
+    id: int
+    kind: Literal["note", "task", "tag", "evaluation", "follower", "talent_pool", "application"]
+    job_id: int | None
+    summary: str
+    automatic: bool
+    move_action_id: int | None
+    created_at: datetime
+
+
+class RecordsOut(BaseModel):
+    candidate_id: int
+    records: list[RecordOut]

@@ -5,12 +5,13 @@ actions made."""
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar, cast
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Enum,
     ForeignKey,
@@ -76,6 +77,7 @@ class Base(DeclarativeBase):
         datetime: UTCDateTime,
         dict[str, Any]: JSON,
         list[str]: JSON,
+        list[int]: JSON,
     }
 
 
@@ -151,7 +153,11 @@ class ActionKind(enum.StrEnum):
 
     EMAIL = "email"
     NOTE = "note"
+    TASK = "task"
     TAGS = "tags"
+    EVALUATION = "evaluation"
+    FOLLOWERS = "followers"
+    ASSIGN = "assign"
 
 
 class ActionState(enum.StrEnum):
@@ -173,6 +179,8 @@ class ApplicationSource(enum.StrEnum):
     SOURCED = "sourced"
     IMPORT = "import"
     FORWARDED_CV = "forwarded_cv"
+    # Assigned to the job by another job's automatic action: it triggers nothing either.
+    ASSIGNED = "assigned"
 
 
 def _enum(cls: type[enum.StrEnum]) -> Enum:
@@ -204,6 +212,8 @@ class User(CompanyOwned):
     name: Mapped[str] = mapped_column(String(200))
     title: Mapped[str] = mapped_column(String(200), default="")
     email: Mapped[str] = mapped_column(String(320))
+    # Besides admins, the users who may configure pipelines' automatic actions.
+    manages_automations: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -375,21 +385,53 @@ class Stage(CompanyOwned):
     name: Mapped[str] = mapped_column(String(100))
 
 
+class DisqualificationReason(CompanyOwned):
+    """One of the company's reasons to disqualify a candidate, which can carry actions."""
+
+    __tablename__ = "disqualification_reasons"
+
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))
+
+
+class StageRule(CompanyOwned):
+    """A time-based rule of a stage: if the candidate is still in the stage `after_days`
+    days after entering it (and, with `unless_replied`, has not replied since), its
+    actions run. A move out of the stage cancels it, as it cancels any pending action."""
+
+    __tablename__ = "stage_rules"
+
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    after_days: Mapped[int] = mapped_column(Integer)
+    unless_replied: Mapped[bool] = mapped_column(Boolean)
+
+
 class StageAction(CompanyOwned):
-    """An automatic action of a stage. When it runs, counted from the move: at once (no
-    delay), `delay_hours` later, `delay_days` later at the same local time, or at the
-    local date and time `at_local` (YYYY-MM-DDTHH:MM, the company's zone)."""
+    """An automatic action of a stage (`rule_id`: of one of its rules) or of a
+    disqualification reason. When it runs, counted from the move: at once (no delay),
+    `delay_hours` later, `delay_days` later at the same local time, or at the local date
+    and time `at_local` (YYYY-MM-DDTHH:MM, the company's zone); a rule's, when it fires."""
 
     __tablename__ = "stage_actions"
 
-    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id", ondelete="CASCADE"), index=True)
+    stage_id: Mapped[int | None] = mapped_column(
+        ForeignKey("stages.id", ondelete="CASCADE"), index=True
+    )
+    reason_id: Mapped[int | None] = mapped_column(
+        ForeignKey("disqualification_reasons.id", ondelete="CASCADE"), index=True
+    )
+    rule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("stage_rules.id", ondelete="CASCADE"), index=True
+    )
     position: Mapped[int] = mapped_column(Integer)
     kind: Mapped[ActionKind] = mapped_column(_enum(ActionKind))
     delay_hours: Mapped[int | None] = mapped_column(Integer)
     delay_days: Mapped[int | None] = mapped_column(Integer)
     at_local: Mapped[str | None] = mapped_column(String(16))
     # What the kind needs: an e-mail's subject, body, format and sender (a user id, or
-    # none for the user who moves the candidate); a note's text; the tags.
+    # none for the user who moves the candidate); a note's text; a task's title, assignee
+    # and due day; the tags; the evaluator; the followers; the job or talent pool.
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
@@ -404,6 +446,14 @@ class Application(CompanyOwned):
     stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
     source: Mapped[ApplicationSource] = mapped_column(_enum(ApplicationSource))
     entered_stage_at: Mapped[datetime] = mapped_column()
+    # Disqualified (still in its stage) with this reason; a move into a stage requalifies.
+    disqualified_at: Mapped[datetime | None] = mapped_column()
+    disqualification_reason_id: Mapped[int | None] = mapped_column(
+        ForeignKey("disqualification_reasons.id")
+    )
+    # The action that assigned the candidate to this job, if one did (automatic). No
+    # foreign key: move_actions -> moves -> applications would make a cycle.
+    move_action_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -421,6 +471,10 @@ class Move(CompanyOwned):
     from_stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
     to_stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
     moved_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # A disqualification: the candidate stays in `to_stage_id`, disqualified for this.
+    disqualification_reason_id: Mapped[int | None] = mapped_column(
+        ForeignKey("disqualification_reasons.id")
+    )
     run_actions: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column()
 
@@ -436,6 +490,9 @@ class MoveAction(CompanyOwned):
     kind: Mapped[ActionKind] = mapped_column(_enum(ActionKind))
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     due_at: Mapped[datetime] = mapped_column()
+    # A rule's action: the rule's days, and whether a reply since the move cancels it.
+    rule_after_days: Mapped[int | None] = mapped_column(Integer)
+    unless_replied: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[ActionState] = mapped_column(_enum(ActionState))
     # Why it was cancelled, or the error it failed with.
     reason: Mapped[str | None] = mapped_column(Text)
@@ -466,3 +523,95 @@ class CandidateTag(CompanyOwned):
     tag: Mapped[str] = mapped_column(String(100))
     move_action_id: Mapped[int | None] = mapped_column(ForeignKey("move_actions.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Task(CompanyOwned):
+    """A task for a teammate about a candidate; an automatic one names its action."""
+
+    __tablename__ = "tasks"
+
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    assignee_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    title: Mapped[str] = mapped_column(String(200))
+    due_on: Mapped[date] = mapped_column(Date)
+    move_action_id: Mapped[int | None] = mapped_column(ForeignKey("move_actions.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EvaluationRequest(CompanyOwned):
+    """A teammate asked to evaluate a candidate; an automatic request has no author."""
+
+    __tablename__ = "evaluation_requests"
+
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"))
+    evaluator_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    requested_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    move_action_id: Mapped[int | None] = mapped_column(ForeignKey("move_actions.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Follower(CompanyOwned):
+    """A teammate following a candidate."""
+
+    __tablename__ = "candidate_followers"
+    __table_args__ = (UniqueConstraint("candidate_id", "user_id"), NEVER_REUSE_IDS)
+
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    move_action_id: Mapped[int | None] = mapped_column(ForeignKey("move_actions.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TalentPool(CompanyOwned):
+    """A named pool of candidates kept for later roles."""
+
+    __tablename__ = "talent_pools"
+    __table_args__ = (UniqueConstraint("company_id", "name"), NEVER_REUSE_IDS)
+
+    name: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PoolMember(CompanyOwned):
+    """A candidate in a talent pool."""
+
+    __tablename__ = "talent_pool_members"
+    __table_args__ = (UniqueConstraint("pool_id", "candidate_id"), NEVER_REUSE_IDS)
+
+    pool_id: Mapped[int] = mapped_column(ForeignKey("talent_pools.id"), index=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    move_action_id: Mapped[int | None] = mapped_column(ForeignKey("move_actions.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BulkMove(CompanyOwned):
+    """Many candidates of a job moved (or disqualified) as one asynchronous job. Its
+    workflow id is built from `key`, random, as a move's is."""
+
+    __tablename__ = "bulk_moves"
+
+    key: Mapped[str] = mapped_column(String(32), unique=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    stage_id: Mapped[int | None] = mapped_column(ForeignKey("stages.id"))
+    disqualification_reason_id: Mapped[int | None] = mapped_column(
+        ForeignKey("disqualification_reasons.id")
+    )
+    run_actions: Mapped[bool] = mapped_column(Boolean)
+    requested_by_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    candidate_ids: Mapped[list[int]] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+
+class BulkMoveResult(CompanyOwned):
+    """What a bulk move did for one candidate: moved (with the move), or refused (why)."""
+
+    __tablename__ = "bulk_move_results"
+    __table_args__ = (UniqueConstraint("bulk_move_id", "candidate_id"), NEVER_REUSE_IDS)
+
+    bulk_move_id: Mapped[int] = mapped_column(ForeignKey("bulk_moves.id"), index=True)
+    candidate_id: Mapped[int] = mapped_column(Integer)
+    move_id: Mapped[int | None] = mapped_column(ForeignKey("moves.id"))
+    detail: Mapped[str | None] = mapped_column(Text)

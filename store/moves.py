@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,16 +26,21 @@ from store.models import (
     ActionState,
     Application,
     ApplicationSource,
+    BulkMove,
+    BulkMoveResult,
     Company,
+    DisqualificationReason,
     Message,
     MessageState,
     Move,
     MoveAction,
     Stage,
     StageAction,
+    StageRule,
 )
-from store.pipelines import due_at, get_job, stages_of
+from store.pipelines import due_at, get_job, get_reason, stages_of
 from store.session import locking
+from workflows.timing import after_days
 
 # Applications from these sources trigger nothing (SPEC.md §2.2).
 SILENT_SOURCES = frozenset({ApplicationSource.IMPORT, ApplicationSource.FORWARDED_CV})
@@ -43,8 +49,15 @@ SILENT_SOURCES = frozenset({ApplicationSource.IMPORT, ApplicationSource.FORWARDE
 CANCELLED_BY_REQUEST = "the move was cancelled"
 
 
+REPLIED = "the candidate replied"
+
+
 def moved_to(stage: Stage) -> str:
     return f"moved to {stage.name}"
+
+
+def disqualified_for(reason: DisqualificationReason) -> str:
+    return f"disqualified: {reason.name}"
 
 
 # An e-mail past these states has reached (or may have reached) the peer: not cancelled.
@@ -71,6 +84,7 @@ class MoveDecision:
     actions: list[MoveAction]
     cancelled: list[Cancelled]
     superseded: list[Move]
+    why: str = ""  # what the cancelled actions were cancelled for
 
 
 async def _stage(session: AsyncSession, company_id: int, job_id: int, stage_id: int) -> Stage:
@@ -84,41 +98,74 @@ async def _stage(session: AsyncSession, company_id: int, job_id: int, stage_id: 
     return stage
 
 
+async def _carried(
+    session: AsyncSession, stage: Stage | None, reason: DisqualificationReason | None
+) -> list[tuple[StageAction, StageRule | None]]:
+    """What a move runs: the stage's actions then its rules' (or the reason's actions)."""
+    if reason is not None:
+        where = StageAction.reason_id == reason.id
+        rules: dict[int, StageRule] = {}
+    else:
+        assert stage is not None
+        where = StageAction.stage_id == stage.id
+        rules = {
+            rule.id: rule
+            for rule in await session.scalars(
+                select(StageRule).where(StageRule.stage_id == stage.id)
+            )
+        }
+    actions = await session.scalars(select(StageAction).where(where))
+    carried = [(action, rules.get(action.rule_id or 0)) for action in actions]
+    return sorted(
+        carried,
+        key=lambda pair: (
+            pair[1] is not None,
+            pair[1].position if pair[1] else 0,
+            pair[0].position,
+        ),
+    )
+
+
 async def _snapshot(
-    session: AsyncSession, company: Company, move: Move, stage: Stage, mover: int | None
+    session: AsyncSession,
+    company: Company,
+    move: Move,
+    holder: str,
+    carried: list[tuple[StageAction, StageRule | None]],
+    mover: int | None,
 ) -> list[MoveAction]:
-    actions = (
-        await session.scalars(
-            select(StageAction)
-            .where(StageAction.stage_id == stage.id)
-            .order_by(StageAction.position)
-        )
-    ).all()
     made = []
-    for action in actions:
+    for position, (action, rule) in enumerate(carried):
         settings = dict(action.settings)
         if action.kind is ActionKind.EMAIL:
             settings["sender_user_id"] = settings.get("sender_user_id") or mover
             if settings["sender_user_id"] is None:
                 raise ValidationError(
-                    f"Action {action.position + 1} of stage '{stage.name}' sends its e-mail "
-                    "from the user who moves the candidate, and a service key is no user: "
-                    "make the move with a user's key, or name a sender in the action."
+                    f"An action of {holder} sends its e-mail from the user who moves the "
+                    "candidate, and a service key is no user: make the move with a user's "
+                    "key, or name a sender in the action."
                 )
+        due = (
+            after_days(move.created_at, rule.after_days, company.time_zone)
+            if rule is not None
+            else due_at(
+                move.created_at,
+                company.time_zone,
+                delay_hours=action.delay_hours,
+                delay_days=action.delay_days,
+                at_local=action.at_local,
+            )
+        )
         made.append(
             MoveAction(
                 company_id=company.id,
                 move_id=move.id,
-                position=action.position,
+                position=position,
                 kind=action.kind,
                 settings=settings,
-                due_at=due_at(
-                    move.created_at,
-                    company.time_zone,
-                    delay_hours=action.delay_hours,
-                    delay_days=action.delay_days,
-                    at_local=action.at_local,
-                ),
+                due_at=due,
+                rule_after_days=rule.after_days if rule is not None else None,
+                unless_replied=bool(rule and rule.unless_replied),
                 state=ActionState.PENDING,
             )
         )
@@ -133,23 +180,28 @@ def stage_email_key(action_id: int) -> str:
 
 
 async def _cancel_pending(
-    session: AsyncSession, moves: list[int], reason: str, now: datetime
+    session: AsyncSession,
+    moves: list[int],
+    reason: str,
+    now: datetime,
+    *,
+    replied_rules_only: bool = False,
 ) -> list[Cancelled]:
     """Every pending action of `moves` whose e-mail (if it has one) has not been handed to
     the peer becomes cancelled with `reason`. The e-mails' messages are locked first: a
     send's last check moves its message to `sending` and then reads the action, so either
     it committed first and its message is seen handed (not cancelled), or it waits and
     then reads the action cancelled (withdrawn). On SQLite the caller's transaction holds
-    the write lock from its start (store.session.transaction)."""
+    the write lock from its start (store.session.transaction). `replied_rules_only`:
+    only the actions of rules that a reply ends."""
     if not moves:
         return []
-    pending = list(
-        await session.scalars(
-            select(MoveAction.id).where(
-                MoveAction.move_id.in_(moves), MoveAction.state == ActionState.PENDING
-            )
-        )
+    query = select(MoveAction.id).where(
+        MoveAction.move_id.in_(moves), MoveAction.state == ActionState.PENDING
     )
+    if replied_rules_only:
+        query = query.where(MoveAction.unless_replied.is_(True))
+    pending = list(await session.scalars(query))
     if not pending:
         return []
     keys = {stage_email_key(action_id): action_id for action_id in pending}
@@ -193,8 +245,10 @@ async def _enter(
     run_actions: bool,
     mover: int | None,
     now: datetime,
+    reason: DisqualificationReason | None = None,
 ) -> tuple[Move, list[MoveAction]]:
-    """The move of `application` into `stage`, with its actions when they run."""
+    """The move of `application` into `stage` (or its disqualification there, with
+    `reason`), with its actions when they run."""
     move = Move(
         company_id=company.id,
         key=secrets.token_hex(8),
@@ -204,13 +258,22 @@ async def _enter(
         from_stage_id=from_stage_id,
         to_stage_id=stage.id,
         moved_by_user_id=mover,
+        disqualification_reason_id=reason.id if reason is not None else None,
         run_actions=run_actions,
         created_at=now,
     )
     session.add(move)
     await session.flush()
-    actions = await _snapshot(session, company, move, stage, mover) if run_actions else []
-    application.stage_id, application.entered_stage_at = stage.id, now
+    actions = []
+    if run_actions:
+        holder = f"reason '{reason.name}'" if reason else f"stage '{stage.name}'"
+        carried = await _carried(session, stage, reason)
+        actions = await _snapshot(session, company, move, holder, carried, mover)
+    if reason is None:
+        application.stage_id, application.entered_stage_at = stage.id, now
+        application.disqualified_at = application.disqualification_reason_id = None
+    else:
+        application.disqualified_at, application.disqualification_reason_id = now, reason.id
     await session.flush()
     return move, actions
 
@@ -224,15 +287,18 @@ async def _move(
     run_actions: bool,
     mover: int | None,
     now: datetime,
+    reason: DisqualificationReason | None = None,
 ) -> MoveDecision:
     open_moves = await _open_moves(session, application.id)
-    cancelled = await _cancel_pending(session, [m.id for m in open_moves], moved_to(stage), now)
+    why = disqualified_for(reason) if reason is not None else moved_to(stage)
+    cancelled = await _cancel_pending(session, [m.id for m in open_moves], why, now)
     move, actions = await _enter(
-        session, company, application, stage,
-        from_stage_id=application.stage_id, run_actions=run_actions, mover=mover, now=now,
+        session, company, application, stage, from_stage_id=application.stage_id,
+        run_actions=run_actions, mover=mover, now=now, reason=reason,
     )  # fmt: skip
     told = {c.move_id for c in cancelled}
-    return MoveDecision(move, stage, actions, cancelled, [m for m in open_moves if m.id in told])
+    superseded = [m for m in open_moves if m.id in told]
+    return MoveDecision(move, stage, actions, cancelled, superseded, why)
 
 
 async def apply(
@@ -283,19 +349,9 @@ async def apply(
     return MoveDecision(move, first, actions, [], [])
 
 
-async def move_candidate(
-    session: AsyncSession,
-    company: Company,
-    job_id: int,
-    candidate_id: int,
-    stage_id: int,
-    *,
-    run_actions: bool | None,
-    mover: int | None,
-    now: datetime,
-) -> MoveDecision:
-    """Move an application into `stage_id`. Back into a stage it went through before, the
-    caller must say whether its actions run again (`run_actions`); else 409 asks."""
+async def _application(
+    session: AsyncSession, company: Company, job_id: int, candidate_id: int
+) -> Application:
     await get_job(session, company.id, job_id)
     application = await session.scalar(
         locking(
@@ -308,30 +364,107 @@ async def move_candidate(
     )
     if application is None:
         raise NotFoundError(f"Candidate {candidate_id} has not applied to job {job_id}.")
+    return application
+
+
+async def _ask_again(
+    session: AsyncSession, application: Application, run_actions: bool | None, where: Any, what: str
+) -> bool:
+    """Whether the actions run: as the caller says, or by default when the candidate never
+    went there before; back where they were before, the caller must say (409 asks)."""
+    if run_actions is not None:
+        return run_actions
+    before = await session.scalar(
+        select(Move.id).where(Move.application_id == application.id, where).limit(1)
+    )
+    if before is not None:
+        raise ConflictError(
+            f"Candidate {application.candidate_id} was {what} before: say whether to run its "
+            "actions again (run_actions: true) or to go on without them (run_actions: false)."
+        )
+    return True
+
+
+async def move_candidate(
+    session: AsyncSession,
+    company: Company,
+    job_id: int,
+    candidate_id: int,
+    stage_id: int,
+    *,
+    run_actions: bool | None,
+    mover: int | None,
+    now: datetime,
+) -> MoveDecision:
+    """Move an application into `stage_id` (a disqualified one is requalified, and may
+    stay in its stage). Back into a stage it went through before, the caller must say
+    whether its actions run again (`run_actions`); else 409 asks."""
+    application = await _application(session, company, job_id, candidate_id)
     stage = await _stage(session, company.id, job_id, stage_id)
-    if application.stage_id == stage.id:
+    if application.stage_id == stage.id and application.disqualified_at is None:
         raise ConflictError(f"Candidate {candidate_id} is already in stage '{stage.name}'.")
-    if run_actions is None:
-        before = await session.scalar(
-            select(Move.id).where(
-                Move.application_id == application.id, Move.to_stage_id == stage.id
+    where = and_(Move.to_stage_id == stage.id, Move.disqualification_reason_id.is_(None))
+    runs = await _ask_again(session, application, run_actions, where, f"in stage '{stage.name}'")
+    return await _move(session, company, application, stage, run_actions=runs, mover=mover, now=now)
+
+
+async def disqualify(
+    session: AsyncSession,
+    company: Company,
+    job_id: int,
+    candidate_id: int,
+    reason_id: int,
+    *,
+    run_actions: bool | None,
+    mover: int | None,
+    now: datetime,
+) -> MoveDecision:
+    """Disqualify an application with one of the company's reasons: it stays in its stage,
+    what its moves had pending is cancelled, and the reason's actions run. Disqualified
+    with that reason before, the caller must say whether they run again."""
+    application = await _application(session, company, job_id, candidate_id)
+    reason = (await get_reason(session, company, reason_id)).reason
+    if application.disqualified_at is not None:
+        raise ConflictError(
+            f"Candidate {candidate_id} is already disqualified from job {job_id}: move them "
+            "into a stage to requalify them first."
+        )
+    stage = await _stage(session, company.id, job_id, application.stage_id)
+    where = Move.disqualification_reason_id == reason.id
+    runs = await _ask_again(
+        session, application, run_actions, where, f"disqualified for '{reason.name}'"
+    )
+    return await _move(
+        session, company, application, stage, run_actions=runs, mover=mover, now=now,
+        reason=reason,
+    )  # fmt: skip
+
+
+async def cancel_on_reply(
+    session: AsyncSession, company_id: int, candidate_id: int, now: datetime
+) -> tuple[list[Move], list[Cancelled]]:
+    """A reply from the candidate ends every rule of theirs that waits for none: those
+    actions are cancelled, and the answer names their moves to tell."""
+    moves = list(
+        await session.scalars(
+            select(Move).where(
+                Move.company_id == company_id,
+                Move.candidate_id == candidate_id,
+                exists().where(
+                    and_(
+                        MoveAction.move_id == Move.id,
+                        MoveAction.state == ActionState.PENDING,
+                        MoveAction.unless_replied.is_(True),
+                    )
+                ),
             )
         )
-        if before is not None:
-            raise ConflictError(
-                f"Candidate {candidate_id} was in stage '{stage.name}' before: say whether "
-                "to run its actions again (run_actions: true) or to move without them "
-                "(run_actions: false)."
-            )
-    return await _move(
-        session,
-        company,
-        application,
-        stage,
-        run_actions=True if run_actions is None else run_actions,
-        mover=mover,
-        now=now,
     )
+    cancelled = await _cancel_pending(
+        session, [m.id for m in moves], REPLIED, now, replied_rules_only=True
+    )
+    told = {c.move_id for c in cancelled}
+    return [m for m in moves if m.id in told], cancelled
 
 
 async def get_move(session: AsyncSession, company_id: int, move_id: int) -> Move:
@@ -362,3 +495,80 @@ async def cancel_move(
     if not cancelled:
         raise ConflictError(f"Move {move_id} has no pending action left to cancel.")
     return move, cancelled
+
+
+# -- bulk moves ---------------------------------------------------------------------------
+
+
+async def create_bulk(
+    session: AsyncSession,
+    company: Company,
+    job_id: int,
+    candidate_ids: list[int],
+    *,
+    stage_id: int | None,
+    reason_id: int | None,
+    run_actions: bool,
+    requester: int | None,
+    now: datetime,
+) -> BulkMove:
+    """A bulk move (into `stage_id`) or disqualification (for `reason_id`) of many
+    candidates, run in the background (activities/bulk_moves.py), one result each. The
+    stage or reason is the body's: one that is not there is a ValidationError."""
+    await get_job(session, company.id, job_id)
+    try:
+        if stage_id is not None:
+            await _stage(session, company.id, job_id, stage_id)
+        if reason_id is not None:
+            await get_reason(session, company, reason_id)
+    except NotFoundError as error:
+        raise ValidationError(str(error)) from None
+    bulk = BulkMove(
+        company_id=company.id,
+        key=secrets.token_hex(8),
+        job_id=job_id,
+        stage_id=stage_id,
+        disqualification_reason_id=reason_id,
+        run_actions=run_actions,
+        requested_by_user_id=requester,
+        candidate_ids=list(dict.fromkeys(candidate_ids)),
+        created_at=now,
+    )
+    session.add(bulk)
+    await session.flush()
+    return bulk
+
+
+async def bulk_one(
+    session: AsyncSession, company: Company, bulk: BulkMove, candidate_id: int, now: datetime
+) -> MoveDecision:
+    """One candidate of a bulk move, as a move of their own would do it."""
+    common: dict[str, Any] = {
+        "run_actions": bulk.run_actions,
+        "mover": bulk.requested_by_user_id,
+        "now": now,
+    }
+    if bulk.stage_id is not None:
+        return await move_candidate(
+            session, company, bulk.job_id, candidate_id, bulk.stage_id, **common
+        )
+    assert bulk.disqualification_reason_id is not None
+    return await disqualify(
+        session, company, bulk.job_id, candidate_id, bulk.disqualification_reason_id, **common
+    )
+
+
+async def get_bulk(
+    session: AsyncSession, company_id: int, bulk_id: int
+) -> tuple[BulkMove, list[BulkMoveResult]]:
+    bulk = await session.scalar(
+        select(BulkMove).where(BulkMove.company_id == company_id, BulkMove.id == bulk_id)
+    )
+    if bulk is None:
+        raise NotFoundError(f"Bulk move {bulk_id} does not exist.")
+    results = await session.scalars(
+        select(BulkMoveResult)
+        .where(BulkMoveResult.bulk_move_id == bulk.id)
+        .order_by(BulkMoveResult.id)
+    )
+    return bulk, list(results)

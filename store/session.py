@@ -217,3 +217,19 @@ async def transaction(
                 closing.add_done_callback(_CLOSING.discard)
             else:
                 await session.close()
+
+
+class _RolledBack(Exception):
+    pass
+
+
+@contextlib.asynccontextmanager
+async def dry_run(sessions: SessionFactory) -> AsyncIterator[AsyncSession]:
+    """A transaction that writes and is always rolled back: what a write would do (a
+    move's preview), decided by the same code, with nothing kept."""
+    try:
+        async with transaction(sessions) as session:
+            yield session
+            raise _RolledBack
+    except _RolledBack:
+        pass

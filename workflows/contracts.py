@@ -169,10 +169,25 @@ class ActionFailure:
 @dataclass(frozen=True)
 class CancelMoveSignal:
     """The store has already cancelled the move's pending actions; this wakes the
-    workflow, which then ends."""
+    workflow, which then ends. With `action_ids`, only those were cancelled (a reply ends
+    the rules that wait for none): the workflow skips them and goes on."""
 
     reason: str
+    action_ids: list[int] | None = None
 
 
 def stage_actions_workflow_id(job_id: int, candidate_id: int, move_key: str) -> str:
     return f"stage/{job_id}/{candidate_id}/{move_key}"
+
+
+@dataclass(frozen=True)
+class BulkMoveInput:
+    """A bulk move's row and its random key (its id alone could come again after a
+    rollback on SQLite, and then name another)."""
+
+    bulk_id: int
+    key: str
+
+
+def bulk_move_workflow_id(key: str) -> str:
+    return f"bulk-move/{key}"

@@ -9,6 +9,7 @@ action that runs finds in the store whether it still may (activities/stage_actio
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -55,6 +56,7 @@ class StageActionsWorkflow:
     def __init__(self, input: StageActionsInput) -> None:
         self._input = input
         self._cancelled: str | None = None
+        self._skipped: set[int] = set()
 
     @workflow.run
     async def run(self, input: StageActionsInput) -> str:
@@ -76,10 +78,10 @@ class StageActionsWorkflow:
             wait = action.due_at - workflow.now()
             left = len(planned) - number + 1
             self._state("waiting" if wait > timedelta(0) else "running", action, left)
-            if wait > timedelta(0):
+            if wait > timedelta(0) and action.id not in self._skipped:
                 try:
                     await workflow.wait_condition(
-                        lambda: self._cancelled is not None,
+                        partial(self._stopped, action.id),
                         timeout=wait,
                         timeout_summary=f"action {number} ({action.kind})",
                     )
@@ -87,7 +89,8 @@ class StageActionsWorkflow:
                     pass
             if self._cancelled is not None:
                 break
-            await self._run(action, number)
+            if action.id not in self._skipped:
+                await self._run(action, number)
         self._state("cancelled" if self._cancelled is not None else "done")
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._cancelled or "done"
@@ -125,7 +128,13 @@ class StageActionsWorkflow:
         else:
             workflow.set_current_details(f"stage {stage}: {state}")
 
+    def _stopped(self, action_id: int) -> bool:
+        """The move cancelled, or this action alone (a reply ended its rule)."""
+        return self._cancelled is not None or action_id in self._skipped
+
     @workflow.signal(name="cancel")
     def cancel(self, signal: CancelMoveSignal) -> None:
-        if self._cancelled is None:
+        if signal.action_ids is not None:
+            self._skipped.update(signal.action_ids)
+        elif self._cancelled is None:
             self._cancelled = signal.reason

@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.deps import SessionDep, UserDep, WriterDep
+from api.deps import SessionDep, SessionsDep, UserDep, WriterDep
 from api.errors import answers
 from api.idempotency import IdempotencyKey, fingerprint, once
 from api.schemas import (
@@ -62,15 +63,15 @@ async def create_candidate(
     body: CandidateCreate,
     request: Request,
     caller: WriterDep,
-    session: SessionDep,
+    sessions: SessionsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    async def produce() -> CandidateOut:
+    async def produce(session: AsyncSession) -> CandidateOut:
         company = await get_company(session, caller.company_id)
         return candidate_out(await store.create_candidate(session, company, _values(body)))
 
     print_ = fingerprint("POST", request.url.path, body)
-    return await once(session, caller.company_id, idempotency_key, print_, 201, produce)
+    return await once(sessions, caller.company_id, idempotency_key, print_, 201, produce)
 
 
 @router.patch("/{candidate_id}", response_model=CandidateOut, responses=answers(404, 409))
@@ -79,16 +80,16 @@ async def update_candidate(
     body: CandidateUpdate,
     request: Request,
     caller: WriterDep,
-    session: SessionDep,
+    sessions: SessionsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    async def produce() -> CandidateOut:
+    async def produce(session: AsyncSession) -> CandidateOut:
         company = await get_company(session, caller.company_id)
         candidate = await store.update_candidate(session, company, candidate_id, _values(body))
         return candidate_out(candidate)
 
     print_ = fingerprint("PATCH", request.url.path, body)
-    return await once(session, caller.company_id, idempotency_key, print_, 200, produce)
+    return await once(sessions, caller.company_id, idempotency_key, print_, 200, produce)
 
 
 @router.get("", response_model=CandidatePage)

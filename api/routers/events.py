@@ -5,17 +5,21 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import NowDep, ServiceDep, SessionDep, SessionsDep, SettingsDep, WorkflowsDep
+from api.deps import NowDep, ServiceDep, SessionsDep, SettingsDep, WorkflowsDep
 from api.errors import answers
 from api.idempotency import IdempotencyKey
+from api.routers.pipelines import cancelled_out
 from api.schemas import EventIn, EventOut, EventType
 from config import Settings
 from errors import ConflictError, ValidationError
 from orchestration import Workflows
 from store import enrolments as enrolment_store
 from store import events as store
+from store import moves as move_store
 from store.messages import wait_for_sends
-from store.session import SessionFactory
+from store.models import Move
+from store.moves import Cancelled
+from store.session import SessionFactory, transaction
 from workflows.contracts import ExitReason
 
 router = APIRouter(prefix="/events", tags=["events"], responses=answers(401, 403, 422))
@@ -41,11 +45,17 @@ async def tell_exits(
     await wait_for_sends(sessions, company_id, candidate_id, seconds=settings.exit_wait_seconds)
 
 
+def _by_move(cancelled: list[Cancelled]) -> dict[int, list[int]]:
+    by_move: dict[int, list[int]] = {}
+    for action in cancelled:
+        by_move.setdefault(action.move_id, []).append(action.action_id)
+    return by_move
+
+
 @router.post("", response_model=EventOut, responses=answers(404, 409, 503))
 async def receive_event(
     body: EventIn,
     caller: ServiceDep,
-    session: SessionDep,
     workflows: WorkflowsDep,
     sessions: SessionsDep,
     settings: SettingsDep,
@@ -59,8 +69,10 @@ async def receive_event(
     if not event_id:
         raise ValidationError("An event needs an id, or an Idempotency-Key header.")
     reason = ExitReason(body.type.value)
+    rules: list[Move] = []
+    cancelled: list[Cancelled] = []
     try:
-        async with session.begin():
+        async with transaction(sessions) as session:
             seen = await store.find_event(session, caller.company_id, event_id)
             if seen is not None:
                 if seen.type != body.type.value or seen.candidate_id != body.candidate_id:
@@ -74,6 +86,10 @@ async def receive_event(
                 ended = await enrolment_store.end_campaigns(
                     session, caller.company_id, body.candidate_id, reason, now
                 )
+                if reason is ExitReason.REPLIED:
+                    rules, cancelled = await move_store.cancel_on_reply(
+                        session, caller.company_id, body.candidate_id, now
+                    )
                 await store.record_event(
                     session,
                     caller.company_id,
@@ -88,7 +104,9 @@ async def receive_event(
         raise ConflictError(
             f"Event '{event_id}' is being recorded by another request; retry in a moment."
         ) from None
-    # A repeat signals again: the first answer may have been a 5xx after the commit.
+    # A repeat signals again: the first answer may have been a 5xx after the commit. (A
+    # rule a reply ended and whose workflow is not told finds itself cancelled when due.)
+    await workflows.tell_moves(rules, move_store.REPLIED, only=_by_move(cancelled))
     await tell_exits(
         workflows, sessions, settings, caller.company_id, ended, body.candidate_id, reason
     )
@@ -97,5 +115,6 @@ async def receive_event(
         type=EventType(body.type),
         candidate_id=body.candidate_id,
         ended_campaigns=[campaign for campaign, _ in ended],
+        cancelled_actions=cancelled_out(cancelled),
         duplicate=duplicate,
     )

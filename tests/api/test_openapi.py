@@ -124,6 +124,12 @@ _DOMAIN_RULES = [
     "PUT /jobs/{job_id}/pipeline",
     "POST /jobs/{job_id}/applications",
     "POST /jobs/{job_id}/candidates/{candidate_id}/moves",
+    "POST /jobs/{job_id}/candidates/{candidate_id}/moves/preview",
+    "POST /jobs/{job_id}/candidates/{candidate_id}/disqualifications",
+    "POST /jobs/{job_id}/candidates/{candidate_id}/disqualifications/preview",
+    "PUT /disqualification-reasons",
+    "POST /jobs/{job_id}/bulk-moves",
+    "POST /jobs/{job_id}/bulk-moves/preview",
 ]
 
 
@@ -146,7 +152,9 @@ def _config(tenant: Tenant, seed: Seed) -> Config:
                 # names an unknown variable or which has an interval but comes first, an
                 # address whose domain cannot receive mail; a stage action with two timings,
                 # an e-mail of the first stage without a sender, or one "from the mover"
-                # in a move by a service key; and a token must be signed.
+                # in a move by a service key; a teammate, job or pool an action names that
+                # is not the company's; a bulk move's stage or reason that is not there;
+                # and a token must be signed.
                 _also_refused(422, **{"include-name": _DOMAIN_RULES}),
                 _also_refused(400, **{"include-path": "/unsubscribe/{token}"}),
             ],
