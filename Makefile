@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SOURCES := workflows activities mail api store worker.py config.py errors.py orchestration.py mailsink.py devstack.py
 
-.PHONY: install run test lint bench bench-dispatch
+.PHONY: install run test lint bench bench-dispatch bench-moves
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -31,3 +31,7 @@ bench: install
 # A morning's dispatch beside a bare baseline; e.g. make bench-dispatch ARGS="--n 10000".
 bench-dispatch: install
 	$(PY) bench/dispatch.py $(ARGS)
+
+# Stage moves through the API beside bare workflow starts; e.g. make bench-moves ARGS="--n 200".
+bench-moves: install
+	$(PY) bench/moves.py $(ARGS)
