@@ -1,7 +1,8 @@
 """Records StageActionsWorkflow histories for the replay test, with stand-in activities
 (the workflow's own logic is what replays): a move whose actions all ran (one at once,
-one 3 days later), one cancelled by a new move while its delayed action waited, and one
-whose action failed every attempt. Run it in a checkout of the version to record; the
+one 3 days later), one cancelled by a new move while its delayed action waited, one
+whose action failed every attempt, and (from v2) one whose delayed action alone a reply
+cancelled while it waited. Run it in a checkout of the version to record; the
 files are written beside this script:
 
     cd <old checkout> && PYTHONPATH=. python <this script> v1
@@ -75,7 +76,10 @@ async def record(label: str) -> None:
         activities=[plan_stage_actions, run_stage_action, record_stage_action_failure],
         workflow_runner=workflow_runner(),
     ):
-        for name, move_id in (("done", 1), ("cancelled", 2), ("failed", FAILING)):
+        scenarios = [("done", 1), ("cancelled", 2), ("failed", FAILING)]
+        if label != "v1":
+            scenarios.append(("replied", 3))
+        for name, move_id in scenarios:
             key = uuid.uuid4().hex[:16]
             handle = await env.client.start_workflow(
                 StageActionsWorkflow.run,
@@ -93,6 +97,11 @@ async def record(label: str) -> None:
             if name == "cancelled":
                 await env.sleep(timedelta(days=1))
                 await handle.signal(StageActionsWorkflow.cancel, CancelMoveSignal("moved to 4"))
+            elif name == "replied":
+                await env.sleep(timedelta(days=1))
+                only = CancelMoveSignal("the candidate replied", [move_id * 10 + 1])
+                await handle.signal(StageActionsWorkflow.cancel, only)
+                await env.sleep(timedelta(days=3))
             else:
                 await env.sleep(timedelta(days=4))
             print(name, "ended with", await handle.result())
