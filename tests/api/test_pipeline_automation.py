@@ -75,6 +75,11 @@ async def test_every_kind_of_action_leaves_its_automatic_record(
     await apply(api, tenant, job, candidate, source="import")
     moved = (await move(api, tenant, job, candidate, "Interview")).json()
     moved_at = datetime.fromisoformat(moved["created_at"])
+    later = max(moved["actions"], key=lambda a: a["due_at"])
+    assert later["kind"] == "email"
+    assert datetime.fromisoformat(later["due_at"]).astimezone(PARIS) == (
+        moved_at.astimezone(PARIS) + timedelta(days=3)
+    )
     final = await settled(env, api, tenant, moved["id"], timedelta(days=4))
     assert [a["state"] for a in final["actions"]] == ["done"] * 10
     box, _ = inbox
@@ -350,3 +355,52 @@ async def test_only_admins_and_allowed_users_configure_automatic_actions(
     now = await api.put("/disqualification-reasons", json=reasons, headers=tenant.recruiter)
     assert now.status_code == 200, now.text
     assert [r["name"] for r in now.json()["reasons"]] == ["Withdrew"]
+
+
+async def test_bad_rules_and_reasons_are_refused_and_leave_everything_as_it_was(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    job = await job_with(api, tenant, {})
+    stages = [{"id": s["id"], "name": s["name"]} for s in job["stages"]]
+
+    async def refused(rules: list[dict[str, Any]], status: int = 422) -> str:
+        stages[2]["rules"] = rules
+        answer = await api.put(
+            f"/jobs/{job['id']}/pipeline", json={"stages": stages}, headers=tenant.admin
+        )
+        assert answer.status_code == status, answer.text
+        detail: str = str(answer.json()["detail"])
+        return detail
+
+    timed = {"after_days": 7, "actions": [{**NOTE, "delay_days": 1}]}
+    assert "runs when its rule fires" in await refused([timed])
+    theirs = (await api.post("/jobs", json={"title": "Theirs"}, headers=other_tenant.admin)).json()
+    elsewhere = {
+        "after_days": 2,
+        "actions": [{"kind": "assign", "assign": {"job_id": theirs["id"]}}],
+    }
+    assert "no such job" in await refused([elsewhere])
+    stranger = {"kind": "task", "task": {"title": "x", "assignee_user_id": other_tenant.admin_id,
+                                         "due_in_days": 1}}  # fmt: skip
+    assert "not a user of this company" in await refused([{"after_days": 2, "actions": [stranger]}])
+    kept = (await api.get(f"/jobs/{job['id']}", headers=tenant.admin)).json()
+    assert kept["stages"] == job["stages"]
+    # A reason that disqualified someone stays; another company's reason is 404.
+    reasons = (await api.get("/disqualification-reasons", headers=tenant.admin)).json()["reasons"]
+    candidate = await add_candidate(api, tenant, email="kept@example.org")
+    await apply(api, tenant, job, candidate, source="import")
+    path = f"/jobs/{job['id']}/candidates/{candidate}/disqualifications"
+    done = await api.post(path, json={"reason_id": reasons[1]["id"]}, headers=tenant.recruiter)
+    assert done.status_code == 201, done.text
+    removal = await api.put(
+        "/disqualification-reasons", json={"reasons": [{"name": "Only this"}]},
+        headers=tenant.admin,
+    )  # fmt: skip
+    assert removal.status_code == 409 and "disqualified candidates" in removal.json()["detail"]
+    after = (await api.get("/disqualification-reasons", headers=tenant.admin)).json()["reasons"]
+    assert after == reasons
+    foreign = (await api.get("/disqualification-reasons", headers=other_tenant.admin)).json()
+    other = await api.post(
+        path, json={"reason_id": foreign["reasons"][0]["id"]}, headers=tenant.recruiter
+    )
+    assert other.status_code == 404
