@@ -47,6 +47,10 @@ PLAN_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
 )
 ACTION_TIMEOUT = timedelta(minutes=2)
+# The plan, an action other than an e-mail and the record of a failure are one short
+# transaction each, with no heartbeat: a worker killed under one is found out after this,
+# not after the e-mail's two minutes (the e-mail heartbeats).
+STEP_TIMEOUT = timedelta(seconds=30)
 ACTION_HEARTBEAT = timedelta(seconds=10)
 
 
@@ -64,7 +68,7 @@ class StageActionsWorkflow:
             planned: list[PlannedAction] = await workflow.execute_activity_method(
                 StageActionActivities.plan_stage_actions,
                 input,
-                start_to_close_timeout=timedelta(minutes=1),
+                start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=PLAN_RETRY,
                 summary="read the move's pending actions",
             )
@@ -100,7 +104,7 @@ class StageActionsWorkflow:
             await workflow.execute_activity_method(
                 StageActionActivities.run_stage_action,
                 action,
-                start_to_close_timeout=ACTION_TIMEOUT,
+                start_to_close_timeout=ACTION_TIMEOUT if action.kind == "email" else STEP_TIMEOUT,
                 # Only an e-mail heartbeats (activities/sending.py): the others are one
                 # short transaction each.
                 heartbeat_timeout=ACTION_HEARTBEAT if action.kind == "email" else None,
@@ -113,7 +117,7 @@ class StageActionsWorkflow:
             await workflow.execute_activity_method(
                 StageActionActivities.record_stage_action_failure,
                 ActionFailure(action, message),
-                start_to_close_timeout=timedelta(minutes=1),
+                start_to_close_timeout=STEP_TIMEOUT,
                 summary=f"record action {number} as failed",
             )
 
