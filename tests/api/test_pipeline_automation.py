@@ -5,6 +5,7 @@ HTTP app, on the time-skipping server, with a real SMTP peer."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -404,3 +405,34 @@ async def test_bad_rules_and_reasons_are_refused_and_leave_everything_as_it_was(
         path, json={"reason_id": foreign["reasons"][0]["id"]}, headers=tenant.recruiter
     )
     assert other.status_code == 404
+
+
+async def test_a_cancel_and_a_new_move_racing_end_the_same_way_whatever_the_order(
+    api: httpx.AsyncClient, env: WorkflowEnvironment, tenant: Tenant, inbox: tuple[Inbox, int]
+) -> None:
+    job = await job_with(api, tenant, {"Interview": [email("Later", delay_days=3)]})
+    outcomes = set()
+    for number in range(6):
+        candidate = await add_candidate(api, tenant, email=f"race{number}@example.org")
+        await apply(api, tenant, job, candidate, source="import")
+        first = (await move(api, tenant, job, candidate, "Interview")).json()
+        cancel = api.post(f"/moves/{first['id']}/cancel", headers=tenant.recruiter)
+        again = move(api, tenant, job, candidate, "Offer")
+        pair = (cancel, again) if number % 2 else (again, cancel)
+        answers = await asyncio.gather(*pair)
+        cancelled, moved = answers if number % 2 else answers[::-1]
+        assert moved.status_code == 201, moved.text
+        # Exactly one of the two cancelled the e-mail, and said so.
+        listed = moved.json()["cancelled"] + (
+            cancelled.json()["cancelled"] if cancelled.status_code == 200 else []
+        )
+        assert [c["move_id"] for c in listed] == [first["id"]], (cancelled.text, moved.text)
+        assert cancelled.status_code in (200, 409)
+        final = await settled(env, api, tenant, first["id"])
+        [action] = final["actions"]
+        assert action["state"] == "cancelled"
+        outcomes.add(action["reason"])
+    await env.sleep(timedelta(days=4))
+    box, _ = inbox
+    assert all(box.to(f"race{n}@example.org") == [] for n in range(6))
+    assert outcomes <= {"the move was cancelled", "moved to Offer"}
