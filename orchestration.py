@@ -40,6 +40,7 @@ from workflows.contracts import (
     PauseSignal,
     ResumeSignal,
     SendOutcome,
+    SkipActionsSignal,
     StageActionsInput,
     bulk_move_workflow_id,
     nurture_workflow_id,
@@ -302,9 +303,9 @@ class Workflows:
         async with _temporal("The moves' actions are cancelled, but their workflows were not told"):
             await asyncio.gather(
                 *(
-                    self._signal(
-                        wid, "cancel", CancelMoveSignal(reason, only[wid] if only else None)
-                    )
+                    self._signal(wid, "skip_actions", SkipActionsSignal(reason, only[wid]))
+                    if only
+                    else self._signal(wid, "cancel", CancelMoveSignal(reason))
                     for wid in workflow_ids
                 )
             )

@@ -90,13 +90,31 @@ class BulkMoveActivities:
                 result.move_id = decision.move.id
                 session.add(result)
         except (NotFoundError, ConflictError, ValidationError) as refused:
-            result.detail = str(refused)
-            try:
-                async with transaction(self._sessions) as session:
-                    session.add(result)
-            except IntegrityError:
-                pass  # another attempt recorded it
+            await self._refused(result, str(refused))
             return
-        except IntegrityError:
-            return  # another attempt moved this one and recorded it
+        except IntegrityError as error:
+            # Most often another attempt moved this one and recorded it; else (a stage or
+            # reason removed meanwhile, say) the candidate is refused, never left without
+            # a result.
+            await self._refused(result, f"could not be moved: {error.orig}")
+            return
         await self._workflows.tell_moves(decision.superseded, decision.why)
+
+    async def _refused(self, result: BulkMoveResult, detail: str) -> None:
+        """Record the refusal, unless a result is there already (another attempt's)."""
+        async with transaction(self._sessions) as session:
+            found = await session.scalar(
+                select(BulkMoveResult.id).where(
+                    BulkMoveResult.bulk_move_id == result.bulk_move_id,
+                    BulkMoveResult.candidate_id == result.candidate_id,
+                )
+            )
+            if found is None:
+                session.add(
+                    BulkMoveResult(
+                        company_id=result.company_id,
+                        bulk_move_id=result.bulk_move_id,
+                        candidate_id=result.candidate_id,
+                        detail=detail,
+                    )
+                )

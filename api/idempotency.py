@@ -44,22 +44,23 @@ async def once(
     produce: Callable[[AsyncSession], Awaitable[BaseModel]],
 ) -> JSONResponse:
     """Run `produce` in one transaction that writes (store.session.transaction), or replay
-    what it answered for this key before."""
-    if key is not None:
-        async with sessions() as session:
-            seen = await session.scalar(
-                select(IdempotentRequest).where(
-                    IdempotentRequest.company_id == company_id, IdempotentRequest.key == key
-                )
-            )
-        if seen is not None:
-            if seen.fingerprint != print_:
-                raise ValidationError(
-                    "This Idempotency-Key was used for a different request; use a new key."
-                )
-            return JSONResponse(seen.body["answer"], status_code=seen.status_code)
+    what it answered for this key before. The key is looked up in that transaction: on
+    SQLite it holds the write lock, so a retry that comes while the first runs waits for
+    it and replays its answer; on PostgreSQL the second insert of the key answers 409."""
     try:
         async with transaction(sessions) as session:
+            if key is not None:
+                seen = await session.scalar(
+                    select(IdempotentRequest).where(
+                        IdempotentRequest.company_id == company_id, IdempotentRequest.key == key
+                    )
+                )
+                if seen is not None:
+                    if seen.fingerprint != print_:
+                        raise ValidationError(
+                            "This Idempotency-Key was used for a different request; use a new key."
+                        )
+                    return JSONResponse(seen.body["answer"], status_code=seen.status_code)
             answer: Any = jsonable_encoder(await produce(session))
             if key is not None:
                 session.add(

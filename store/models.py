@@ -201,6 +201,10 @@ class Company(Base):
     brand_accent_color: Mapped[str] = mapped_column(String(7), default="#2563eb")
     # The custom candidate fields templates may name, declared once per company.
     custom_fields: Mapped[list[str]] = mapped_column(default=list)
+    # The ready examples were made (once, by whichever request claimed them first): a
+    # company that then removes them does not get them back.
+    default_pipeline_made: Mapped[bool] = mapped_column(Boolean, default=False)
+    reasons_made: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,7 +43,9 @@ from store.session import locking
 from workflows.timing import after_days
 
 # Applications from these sources trigger nothing (SPEC.md §2.2).
-SILENT_SOURCES = frozenset({ApplicationSource.IMPORT, ApplicationSource.FORWARDED_CV})
+SILENT_SOURCES = frozenset(
+    {ApplicationSource.IMPORT, ApplicationSource.FORWARDED_CV, ApplicationSource.ASSIGNED}
+)
 
 # Why a pending action was cancelled: the request's own cancel, or a later move.
 CANCELLED_BY_REQUEST = "the move was cancelled"
@@ -441,15 +443,17 @@ async def disqualify(
 
 
 async def cancel_on_reply(
-    session: AsyncSession, company_id: int, candidate_id: int, now: datetime
+    session: AsyncSession, company_id: int, candidate_id: int, replied_at: datetime, now: datetime
 ) -> tuple[list[Move], list[Cancelled]]:
-    """A reply from the candidate ends every rule of theirs that waits for none: those
-    actions are cancelled, and the answer names their moves to tell."""
+    """A reply from the candidate ends every rule of theirs that waits for none, of the
+    moves made before the reply: those actions are cancelled, and the answer names their
+    moves to tell."""
     moves = list(
         await session.scalars(
             select(Move).where(
                 Move.company_id == company_id,
                 Move.candidate_id == candidate_id,
+                Move.created_at <= replied_at,
                 exists().where(
                     and_(
                         MoveAction.move_id == Move.id,
@@ -558,17 +562,36 @@ async def bulk_one(
     )
 
 
+@dataclass(frozen=True)
+class BulkProgress:
+    bulk: BulkMove
+    moved: int
+    refused: int
+    results: list[BulkMoveResult]
+
+
 async def get_bulk(
-    session: AsyncSession, company_id: int, bulk_id: int
-) -> tuple[BulkMove, list[BulkMoveResult]]:
+    session: AsyncSession, company_id: int, bulk_id: int, *, limit: int, offset: int
+) -> BulkProgress:
+    """The bulk move, its counts (in SQL) and a page of its results, in candidate order
+    of completion."""
     bulk = await session.scalar(
         select(BulkMove).where(BulkMove.company_id == company_id, BulkMove.id == bulk_id)
     )
     if bulk is None:
         raise NotFoundError(f"Bulk move {bulk_id} does not exist.")
+    of_bulk = BulkMoveResult.bulk_move_id == bulk.id
+    counts = await session.execute(
+        select(BulkMoveResult.move_id.is_not(None), func.count())
+        .where(of_bulk)
+        .group_by(BulkMoveResult.move_id.is_not(None))
+    )
+    by_outcome = {bool(moved): n for moved, n in counts}
     results = await session.scalars(
         select(BulkMoveResult)
-        .where(BulkMoveResult.bulk_move_id == bulk.id)
+        .where(of_bulk)
         .order_by(BulkMoveResult.id)
+        .limit(limit)
+        .offset(offset)
     )
-    return bulk, list(results)
+    return BulkProgress(bulk, by_outcome.get(True, 0), by_outcome.get(False, 0), list(results))

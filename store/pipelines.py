@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from errors import ConflictError, NotFoundError, ValidationError
@@ -378,12 +378,26 @@ async def _example_sender(session: AsyncSession, company_id: int) -> int | None:
     )
 
 
+async def _claim(session: AsyncSession, company: Company, flag: Any) -> bool:
+    """Whether this transaction is the one to make the company's examples of `flag`: one
+    statement, so two first requests at once make them once (the other waits for the
+    row, then finds it claimed)."""
+    claimed = await session.execute(
+        update(Company)
+        .where(Company.id == company.id, flag.is_(False))
+        .values({flag: True})
+        .returning(Company.id)
+        .execution_options(synchronize_session=False)
+    )
+    return claimed.first() is not None
+
+
 async def default_pipeline(session: AsyncSession, company: Company) -> list[StageView]:
     """The company's default pipeline, made on first use from DEFAULT_STAGES with the
     ready examples (the acknowledgement only once the company has an admin to send it)."""
     views = await stages_of(session, company.id, None)
-    if views:
-        return views
+    if views or not await _claim(session, company, Company.default_pipeline_made):
+        return views or await stages_of(session, company.id, None)
     sender = await _example_sender(session, company.id)
     for position, name in enumerate(DEFAULT_STAGES):
         stage = Stage(company_id=company.id, job_id=None, position=position, name=name)
@@ -545,7 +559,7 @@ async def reasons_of(session: AsyncSession, company: Company) -> list[ReasonView
             .order_by(DisqualificationReason.position)
         )
     )
-    if not reasons:
+    if not reasons and await _claim(session, company, Company.reasons_made):
         for position, name in enumerate(DEFAULT_REASONS):
             reason = DisqualificationReason(company_id=company.id, position=position, name=name)
             session.add(reason)

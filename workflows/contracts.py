@@ -169,11 +169,19 @@ class ActionFailure:
 @dataclass(frozen=True)
 class CancelMoveSignal:
     """The store has already cancelled the move's pending actions; this wakes the
-    workflow, which then ends. With `action_ids`, only those were cancelled (a reply ends
-    the rules that wait for none): the workflow skips them and goes on."""
+    workflow, which then ends."""
 
     reason: str
-    action_ids: list[int] | None = None
+
+
+@dataclass(frozen=True)
+class SkipActionsSignal:
+    """The store has cancelled these actions of the move alone (a reply ends the rules
+    that wait for none): the workflow skips them and goes on. A signal of its own, so a
+    worker that predates it leaves it unhandled rather than ending the whole move."""
+
+    reason: str
+    action_ids: list[int]
 
 
 def stage_actions_workflow_id(job_id: int, candidate_id: int, move_key: str) -> str:

@@ -21,6 +21,7 @@ with workflow.unsafe.imports_passed_through():
         ActionFailure,
         CancelMoveSignal,
         PlannedAction,
+        SkipActionsSignal,
         StageActionsInput,
     )
 
@@ -79,10 +80,12 @@ class StageActionsWorkflow:
             self._state("gone")
             return "gone: the move was never committed"
         for number, action in enumerate(planned, start=1):
+            if action.id in self._skipped:
+                continue
             wait = action.due_at - workflow.now()
             left = len(planned) - number + 1
             self._state("waiting" if wait > timedelta(0) else "running", action, left)
-            if wait > timedelta(0) and action.id not in self._skipped:
+            if wait > timedelta(0):
                 try:
                     await workflow.wait_condition(
                         partial(self._stopped, action.id),
@@ -138,7 +141,9 @@ class StageActionsWorkflow:
 
     @workflow.signal(name="cancel")
     def cancel(self, signal: CancelMoveSignal) -> None:
-        if signal.action_ids is not None:
-            self._skipped.update(signal.action_ids)
-        elif self._cancelled is None:
+        if self._cancelled is None:
             self._cancelled = signal.reason
+
+    @workflow.signal(name="skip_actions")
+    def skip_actions(self, signal: SkipActionsSignal) -> None:
+        self._skipped.update(signal.action_ids)

@@ -88,8 +88,9 @@ async def receive_event(
                 )
                 if reason is ExitReason.REPLIED:
                     rules, cancelled = await move_store.cancel_on_reply(
-                        session, caller.company_id, body.candidate_id, now
-                    )
+                        session, caller.company_id, body.candidate_id, body.occurred_at or now,
+                        now,
+                    )  # fmt: skip
                 await store.record_event(
                     session,
                     caller.company_id,

@@ -39,9 +39,11 @@ from api.schemas import (
     DisqualifyIn,
     JobCreate,
     JobOut,
+    Limit,
     MoveActionOut,
     MoveIn,
     MoveOut,
+    Offset,
     PathId,
     PipelineIn,
     PipelineOut,
@@ -61,8 +63,6 @@ from store import moves as move_store
 from store import pipelines as store
 from store.companies import Caller, get_company
 from store.models import (
-    BulkMove,
-    BulkMoveResult,
     Company,
     Move,
     MoveAction,
@@ -70,7 +70,7 @@ from store.models import (
     StageAction,
     User,
 )
-from store.moves import Cancelled, MoveDecision
+from store.moves import BulkProgress, Cancelled, MoveDecision
 from store.pipelines import ActionSpec, ReasonSpec, ReasonView, RuleSpec, StageSpec, StageView
 from store.records import records_of
 from store.session import dry_run, transaction
@@ -537,11 +537,11 @@ async def bulk_move(
         await workflows.start_bulk_move(
             bulk.id, bulk.key, job_id=job_id, total=len(bulk.candidate_ids)
         )
-        return _bulk_out(bulk, [])
+        return _bulk_out(BulkProgress(bulk, 0, 0, []))
 
 
-def _bulk_out(bulk: BulkMove, results: list[BulkMoveResult]) -> BulkMoveOut:
-    moved = sum(1 for r in results if r.move_id is not None)
+def _bulk_out(progress: BulkProgress) -> BulkMoveOut:
+    bulk, results = progress.bulk, progress.results
     return BulkMoveOut(
         id=bulk.id,
         job_id=bulk.job_id,
@@ -549,8 +549,8 @@ def _bulk_out(bulk: BulkMove, results: list[BulkMoveResult]) -> BulkMoveOut:
         reason_id=bulk.disqualification_reason_id,
         run_actions=bulk.run_actions,
         total=len(bulk.candidate_ids),
-        moved=moved,
-        refused=len(results) - moved,
+        moved=progress.moved,
+        refused=progress.refused,
         created_at=bulk.created_at,
         finished_at=bulk.finished_at,
         workflow_id=bulk_move_workflow_id(bulk.key),
@@ -567,10 +567,15 @@ def _bulk_out(bulk: BulkMove, results: list[BulkMoveResult]) -> BulkMoveOut:
 
 
 @router.get("/bulk-moves/{bulk_id}", response_model=BulkMoveOut, responses=answers(404))
-async def get_bulk_move(bulk_id: PathId, caller: UserDep, session: SessionDep) -> BulkMoveOut:
-    """Progress so far, and the result of each candidate done."""
-    bulk, results = await move_store.get_bulk(session, caller.company_id, bulk_id)
-    return _bulk_out(bulk, results)
+async def get_bulk_move(
+    bulk_id: PathId, caller: UserDep, session: SessionDep, limit: Limit = 1000, offset: Offset = 0
+) -> BulkMoveOut:
+    """Progress so far (counts), and a page of the results of the candidates done, in
+    the order they were done (`limit`, `offset`)."""
+    progress = await move_store.get_bulk(
+        session, caller.company_id, bulk_id, limit=limit, offset=offset
+    )
+    return _bulk_out(progress)
 
 
 # -- disqualification reasons, talent pools, records --------------------------------------

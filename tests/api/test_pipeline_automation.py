@@ -113,6 +113,14 @@ async def test_every_kind_of_action_leaves_its_automatic_record(
     # Assigned to the other job: in its first stage, and its actions (the ready
     # acknowledgement) did not run.
     assert assigned is not None and assigned.move_action_id is not None
+    async with sessions() as session:
+        kept = await session.scalar(
+            select(func.count())
+            .select_from(MoveAction)
+            .join(Move, Move.id == MoveAction.move_id)
+            .where(Move.job_id == other["id"])
+        )
+    assert kept == 0
     assert [m["Subject"] for m in box.to("lin@example.org")] == ["Your interview", "Three days on"]
 
 
@@ -168,6 +176,15 @@ async def test_a_reply_ends_the_rule_and_a_move_cancels_it(
     for candidate in (replies, leaves):
         await apply(api, tenant, job, candidate, source="import")
         made[candidate] = (await move(api, tenant, job, candidate, "Interview")).json()
+    earlier = datetime.fromisoformat(made[replies]["created_at"]) - timedelta(hours=1)
+    before = await api.post(
+        "/events",
+        json={"id": "reply-0", "type": "replied", "candidate_id": replies,
+              "occurred_at": earlier.isoformat()},
+        headers=tenant.service,
+    )  # fmt: skip
+    assert before.status_code == 200, before.text
+    assert before.json()["cancelled_actions"] == []  # a reply before the move ends no rule
     await env.sleep(timedelta(days=2))
     event = await api.post(
         "/events",
@@ -356,6 +373,11 @@ async def test_only_admins_and_allowed_users_configure_automatic_actions(
     now = await api.put("/disqualification-reasons", json=reasons, headers=tenant.recruiter)
     assert now.status_code == 200, now.text
     assert [r["name"] for r in now.json()["reasons"]] == ["Withdrew"]
+    # Removed, the ready examples do not come back.
+    none = await api.put("/disqualification-reasons", json={"reasons": []}, headers=tenant.admin)
+    assert none.status_code == 200 and none.json()["reasons"] == []
+    again = await api.get("/disqualification-reasons", headers=tenant.admin)
+    assert again.json()["reasons"] == []
 
 
 async def test_bad_rules_and_reasons_are_refused_and_leave_everything_as_it_was(

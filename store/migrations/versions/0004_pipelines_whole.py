@@ -377,10 +377,28 @@ def upgrade() -> None:
             )
         )
 
+    with op.batch_alter_table("companies", schema=None, table_kwargs=_KEEP_IDS) as batch_op:
+        for flag in ("default_pipeline_made", "reasons_made"):
+            batch_op.add_column(
+                sa.Column(flag, sa.Boolean(), nullable=False, server_default=sa.false())
+            )
+    # A company with a default pipeline already made it.
+    op.execute(
+        "UPDATE companies SET default_pipeline_made = true WHERE id IN "
+        "(SELECT company_id FROM stages WHERE job_id IS NULL)"
+    )
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("companies", schema=None, table_kwargs=_KEEP_IDS) as batch_op:
+        batch_op.drop_column("reasons_made")
+        batch_op.drop_column("default_pipeline_made")
+
     with op.batch_alter_table("users", schema=None, table_kwargs=_KEEP_IDS) as batch_op:
         batch_op.drop_column("manages_automations")
+
+    # Reasons' and rules' actions have no place in 0003's stage actions.
+    op.execute("DELETE FROM stage_actions WHERE stage_id IS NULL OR rule_id IS NOT NULL")
 
     with op.batch_alter_table("stage_actions", schema=None, table_kwargs=_KEEP_IDS) as batch_op:
         batch_op.drop_constraint(

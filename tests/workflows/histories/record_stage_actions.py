@@ -28,6 +28,7 @@ from workflows.contracts import (
     ActionFailure,
     CancelMoveSignal,
     PlannedAction,
+    SkipActionsSignal,
     StageActionsInput,
     stage_actions_workflow_id,
 )
@@ -99,8 +100,8 @@ async def record(label: str) -> None:
                 await handle.signal(StageActionsWorkflow.cancel, CancelMoveSignal("moved to 4"))
             elif name == "replied":
                 await env.sleep(timedelta(days=1))
-                only = CancelMoveSignal("the candidate replied", [move_id * 10 + 1])
-                await handle.signal(StageActionsWorkflow.cancel, only)
+                skip = SkipActionsSignal("the candidate replied", [move_id * 10 + 1])
+                await handle.signal(StageActionsWorkflow.skip_actions, skip)
                 await env.sleep(timedelta(days=3))
             else:
                 await env.sleep(timedelta(days=4))
