@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/moves.py --n 2000 [--store sqlite|postgres] [--concurrency 25]
         [--bare-first] [--keep]
+    .venv/bin/python bench/moves.py --bulk [--n 10000] [--bulk-poll 3] [...]
 
 It starts the isolated stack of bench/stack.py (Temporal dev server, store, mail sink,
 worker.py, the API, the bare worker) with N candidates written straight into the store,
@@ -26,6 +27,17 @@ Then:
    move's "started, and did its first immediate step" (ours: a plan then a note activity,
    then a timer): "activity done/s" counts their e-mails in the sink, "completed/s"
    visibility's ExecutionStatus="Completed" (ours' analogue: asleep).
+
+With --bulk (--n then defaults to 10,000, at most 10,000), ours is instead one bulk move
+of the N candidates into Screening, actions run: POST /jobs/{id}/bulk-moves answers 202
+("to the 202"), then GET /bulk-moves/{id} every --bulk-poll seconds (its body holds one
+result per candidate done: large at 10,000) until its finished_at is set. "moved/s" is N
+over the time from the POST to finished_at (the server's clock, on this machine); "note
+done/s" and "asleep/s" as above. It reports the moved and refused counts (expect N and 0,
+the first refusals' details when not), the BulkMoveWorkflow's status and the progress of
+the results at each poll. The bare side is the same; the ratios pair moved/s with bare's
+starts/s, note done/s with activity done/s, asleep/s with completed/s. Its results go to
+bench/results/moves-bulk-<timestamp>-n<N>.json.
 
 For each side it reports the CPU seconds (/proc/<pid>/stat utime + stime) the Temporal
 server, the worker (and its template processes) and, for ours, the API spent from the
@@ -60,6 +72,7 @@ import httpx
 import sqlalchemy
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
+from api.schemas import MAX_BULK_MOVE
 from bench.bare import DISPATCH_WORKFLOW_NAME, BareDispatchInput
 from bench.dispatch import create_database, is_bare, ratio, read_mail, sink_names
 from bench.enrol import rate
@@ -377,6 +390,146 @@ async def run_ours(
     return ours
 
 
+# -- ours, in bulk ------------------------------------------------------------------------
+
+
+@dataclass
+class BulkOurs:
+    job_id: int = 0
+    stage_id: int = 0
+    applications_s: float | None = None  # setup, not measured
+    bulk_id: int = 0
+    workflow_id: str = ""
+    total: int = 0
+    accepted_s: float | None = None  # to the 202
+    finished_s: float | None = None  # from the POST to finished_at (the server's clock)
+    finished_seen_s: float | None = None  # when a poll first saw finished_at
+    server_s: float | None = None  # created_at to finished_at, both the server's
+    note_done_s: float | None = None  # the store: N notes written by their actions
+    asleep_s: float | None = None  # visibility: N StageActionsWorkflows "waiting"
+    moved_per_s: float | None = None
+    note_done_per_s: float | None = None
+    asleep_per_s: float | None = None
+    moved: int = 0
+    refused: int = 0
+    refusals: list[dict[str, Any]] = field(default_factory=list)  # the first few
+    workflow_status: str | None = None  # the BulkMoveWorkflow's, at the end
+    polls: int = 0
+    poll_s_max: float | None = None
+    poll_bytes_max: int = 0
+    progress: list[tuple[float, int]] = field(default_factory=list)  # (s, results) per poll
+    notes: int = 0
+    asleep: int = 0
+    actions: dict[str, dict[str, int]] = field(default_factory=dict)
+    e_mails_pending: int = 0
+    e_mails_sent: int = 0  # in the sink
+    message_rows: int = 0  # the store's stage-action messages
+    cpu_accepted: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # until finished, N notes, N asleep
+
+
+def server_time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def run_bulk(
+    running: Running,
+    http: httpx.AsyncClient,
+    store: Store,
+    ours: BulkOurs,
+    args: argparse.Namespace,
+) -> BulkOurs:
+    stack, client, ids = running.stack, running.client, running.ids
+    n = len(ids)
+    asleep_query = (
+        f'WorkflowType="StageActionsWorkflow" AND {STAGE_JOB_ID.name}="{ours.job_id}" '
+        f'AND {STAGE_STATE.name}="waiting"'
+    )
+
+    async def notes() -> int:
+        return await store.notes(ours.job_id)
+
+    async def asleep() -> int:
+        return await count(client, asleep_query)
+
+    polled_at, done = 0.0, 0
+
+    async def finished() -> int:
+        """Results so far, from GET /bulk-moves/{id} at most every --bulk-poll seconds;
+        N once finished_at is set (whatever the results: `moved` and `refused` tell)."""
+        nonlocal polled_at, done
+        if time.monotonic() - polled_at < args.bulk_poll:
+            return done
+        sent = time.monotonic()
+        response = await http.get(f"/bulk-moves/{ours.bulk_id}")
+        took = time.monotonic() - sent
+        polled_at = time.monotonic()
+        if response.status_code != 200:
+            raise Failed(f"GET /bulk-moves answered {response.status_code}: {response.text[:500]}")
+        ours.polls += 1
+        ours.poll_s_max = round(max(ours.poll_s_max or 0.0, took), 3)
+        ours.poll_bytes_max = max(ours.poll_bytes_max, len(response.content))
+        body = response.json()
+        ours.moved, ours.refused = body["moved"], body["refused"]
+        done = len(body["results"])
+        ours.progress.append((round(polled_at - t0, 1), done))
+        if body["finished_at"] is None:
+            return done
+        at = server_time(body["finished_at"])
+        ours.finished_s = round((at - t0_wall).total_seconds(), 2)
+        ours.server_s = round((at - server_time(body["created_at"])).total_seconds(), 2)
+        ours.refusals = [r for r in body["results"] if r["result"] != "moved"][:5]
+        done = n
+        return n
+
+    before = sink_names(running.mail_dir)
+    log(f"ours: one bulk move of {n} candidates into {STAGE}, polled every {args.bulk_poll} s")
+    cpu0 = cpu_now(stack)
+    t0_wall = datetime.now(UTC)
+    t0 = time.monotonic()
+    response = await http.post(
+        f"/jobs/{ours.job_id}/bulk-moves",
+        json={"candidate_ids": list(ids), "stage_id": ours.stage_id, "run_actions": True},
+    )
+    ours.accepted_s = round(time.monotonic() - t0, 2)
+    ours.cpu_accepted = cpu_since(stack, cpu0)
+    if response.status_code != 202:
+        raise Failed(f"POST bulk-moves answered {response.status_code}: {response.text[:500]}")
+    created = response.json()
+    ours.bulk_id, ours.workflow_id, ours.total = (
+        created["id"],
+        created["workflow_id"],
+        created["total"],
+    )
+    if ours.total != n:
+        raise Failed(f"the bulk move's total is {ours.total}, not {n}")
+    log(f"ours: bulk move {ours.bulk_id} ({ours.workflow_id}) accepted in {ours.accepted_s} s")
+    probes = {"finished": finished, "notes done": notes, "asleep": asleep}
+    watched = await watch("ours", probes, n, t0, cpu0, args, stack)
+    ours.finished_seen_s = watched.reached_s["finished"]
+    ours.note_done_s = watched.reached_s["notes done"]
+    ours.asleep_s = watched.reached_s["asleep"]
+    ours.notes, ours.asleep = watched.last["notes done"], watched.last["asleep"]
+    ours.cpu = watched.cpu
+    ours.moved_per_s = rate(ours.moved, ours.finished_s)
+    ours.note_done_per_s = rate(n, ours.note_done_s)
+    ours.asleep_per_s = rate(n, ours.asleep_s)
+    description = await client.get_workflow_handle(ours.workflow_id).describe()
+    ours.workflow_status = description.status.name if description.status else None
+    ours.actions = await store.actions(ours.job_id)
+    ours.e_mails_pending = ours.actions.get("email", {}).get("pending", 0)
+    ours.message_rows = await store.stage_messages()
+    new = sink_names(running.mail_dir) - before
+    ours.e_mails_sent = sum(1 for name in new if not is_bare(read_mail(running.mail_dir, name)))
+    log(
+        f"ours: {ours.moved} moved, {ours.refused} refused, workflow {ours.workflow_status}; "
+        f"actions {ours.actions}; {ours.e_mails_sent} e-mails in the sink, "
+        f"{ours.message_rows} message rows"
+    )
+    return ours
+
+
 # -- bare ---------------------------------------------------------------------------------
 
 
@@ -452,15 +605,46 @@ async def run_bare(running: Running, args: argparse.Namespace) -> Bare:
 # -- the run ------------------------------------------------------------------------------
 
 
+def cell(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else value * 1000
+
+
+def layout(rows: Sequence[tuple[str, str, str, str]]) -> list[str]:
+    """The first column left, the others right, each as wide as its widest cell."""
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in rows
+    ]
+
+
+def actions_line(actions: Mapping[str, Mapping[str, int]]) -> str:
+    shown = "; ".join(
+        f"{kind}: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
+        for kind, states in sorted(actions.items())
+    )
+    return f"ours, the move actions: {shown or '—'}"
+
+
+def e_mails_line(pending: int, sent: int, rows: int) -> str:
+    return (
+        f"ours, e-mails {DELAY_DAYS} days later: {pending} pending, {sent} "
+        f"in the sink, {rows} message rows (none sent: "
+        f"{'yes' if not sent and not rows else 'NO'})"
+    )
+
+
 def table(results: dict[str, Any]) -> str:
-    def cell(value: float | None, digits: int = 1) -> str:
-        return "—" if value is None else f"{value:,.{digits}f}"
-
-    def ms(value: float | None) -> float | None:
-        return None if value is None else value * 1000
-
+    if results.get("mode") == "bulk":
+        return bulk_table(results)
     o, b = Ours(**results["ours"]), Bare(**results["bare"])
-    oc, bc = o.cpu, b.cpu
     rows: list[tuple[str, str, str, str]] = [
         ("N", f"{results['n']:,}", f"store: {results['store']}", ""),
         ("", "ours", "bare", "ours/bare"),
@@ -478,6 +662,17 @@ def table(results: dict[str, Any]) -> str:
          cell(ms(b.request_s_median)), ""),
         ("request ms p95", cell(ms(o.request_s_p95)), cell(ms(b.request_s_p95)), ""),
         ("request ms max", cell(ms(o.request_s_max)), cell(ms(b.request_s_max)), ""),
+        *cpu_rows(o.cpu, b.cpu),
+    ]  # fmt: skip
+    lines = layout(rows)
+    lines.append(actions_line(o.actions))
+    lines.append(e_mails_line(o.e_mails_pending, o.e_mails_sent, o.message_rows))
+    lines.append(f"setup, {results['n']:,} imported applications: {cell(o.applications_s)} s")
+    return "\n".join(lines)
+
+
+def cpu_rows(oc: Mapping[str, float], bc: Mapping[str, float]) -> list[tuple[str, str, str, str]]:
+    return [
         ("server CPU s (to all asleep / completed)", cell(oc.get("server")), cell(bc.get("server")),
          cell(ratio(oc.get("server"), bc.get("server")), 2)),
         ("worker CPU s", cell(oc.get("worker")), cell(bc.get("bare worker")),
@@ -486,24 +681,37 @@ def table(results: dict[str, Any]) -> str:
          cell(bc.get("bare worker children")), ""),
         ("API CPU s", cell(oc.get("api")), "", ""),
     ]  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        ).rstrip()
-        for r in rows
-    ]
-    actions = "; ".join(
-        f"{kind}: " + ", ".join(f"{k} {v}" for k, v in sorted(states.items()))
-        for kind, states in sorted(o.actions.items())
-    )
-    lines.append(f"ours, the move actions: {actions or '—'}")
+
+
+def bulk_table(results: dict[str, Any]) -> str:
+    o, b = BulkOurs(**results["ours"]), Bare(**results["bare"])
+    rows: list[tuple[str, str, str, str]] = [
+        ("N", f"{results['n']:,}", f"store: {results['store']}", ""),
+        ("", "ours (bulk)", "bare", "ours/bare"),
+        ("requests in flight", "1", str(results["bare_concurrency"]), ""),
+        ("moved/s (to finished_at) vs starts/s", cell(o.moved_per_s), cell(b.starts_per_s),
+         cell(ratio(o.moved_per_s, b.starts_per_s), 2)),
+        ("first step done/s (note vs activity)", cell(o.note_done_per_s),
+         cell(b.activity_done_per_s), cell(ratio(o.note_done_per_s, b.activity_done_per_s), 2)),
+        ("asleep/s (ours) vs completed/s (bare)", cell(o.asleep_per_s), cell(b.completed_per_s),
+         cell(ratio(o.asleep_per_s, b.completed_per_s), 2)),
+        ("seconds to the 202 vs the last start", cell(o.accepted_s, 2), cell(b.starts_s, 2), ""),
+        ("seconds to finished_at (seen by a poll)",
+         f"{cell(o.finished_s)} ({cell(o.finished_seen_s)})", "", ""),
+        ("seconds to the last first step", cell(o.note_done_s), cell(b.activity_done_s), ""),
+        ("seconds to all asleep / completed", cell(o.asleep_s), cell(b.completed_s), ""),
+        *cpu_rows(o.cpu, b.cpu),
+    ]  # fmt: skip
+    lines = layout(rows)
     lines.append(
-        f"ours, e-mails {DELAY_DAYS} days later: {o.e_mails_pending} pending, {o.e_mails_sent} "
-        f"in the sink, {o.message_rows} message rows (none sent: "
-        f"{'yes' if not o.e_mails_sent and not o.message_rows else 'NO'})"
+        f"ours, bulk move {o.bulk_id}: {o.moved:,} moved, {o.refused:,} refused of {o.total:,}; "
+        f"{o.workflow_id} {o.workflow_status or '—'}; {o.polls} polls, the slowest "
+        f"{cell(ms(o.poll_s_max), 0)} ms, the largest {o.poll_bytes_max / 1e6:.1f} MB"
     )
+    for refusal in o.refusals:
+        lines.append(f"  refused: {refusal}")
+    lines.append(actions_line(o.actions))
+    lines.append(e_mails_line(o.e_mails_pending, o.e_mails_sent, o.message_rows))
     lines.append(f"setup, {results['n']:,} imported applications: {cell(o.applications_s)} s")
     return "\n".join(lines)
 
@@ -524,16 +732,21 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     store = Store(running.database_url)
     stack.on_stop.append(store.close)
     ours = Ours()
+    bulk = BulkOurs()
     bare: Bare | None = None
     async with running.http(args.request_timeout) as http:
         ours.job_id, ours.stage_id = await create_job(http, running.admin_user_id)
         log(f"job {ours.job_id}: {STAGE} (stage {ours.stage_id}) has a note and an e-mail")
         ours.applications_s = await apply_all(http, ours.job_id, running.ids, args)
         log(f"{args.n} imported applications in {ours.applications_s:.1f} s; stack ready")
+        bulk.job_id, bulk.stage_id = ours.job_id, ours.stage_id
+        bulk.applications_s = ours.applications_s
         for side in ("bare", "ours") if args.bare_first else ("ours", "bare"):
             if args.pause:
                 await asyncio.sleep(args.pause)
-            if side == "ours":
+            if side == "ours" and args.bulk:
+                bulk = await run_bulk(running, http, store, bulk, args)
+            elif side == "ours":
                 ours = await run_ours(running, http, store, ours, args)
             else:
                 bare = await run_bare(running, args)
@@ -541,7 +754,32 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     assert bare is not None
     problems = worker_log_problems(stack)
     api_problems = worker_log_problems(stack, "api")
-    none_sent = ours.e_mails_sent == 0 and ours.message_rows == 0
+    if args.bulk:
+        mine = bulk_results(args, bulk, bare)
+    else:
+        none_sent = ours.e_mails_sent == 0 and ours.message_rows == 0
+        mine = {
+            "mode": "single",
+            "ok": ours.asleep_s is not None
+            and ours.note_done_s is not None
+            and bare.completed_s is not None
+            and none_sent
+            and ours.e_mails_pending == args.n,
+            "none_sent": none_sent,
+            "ours": asdict(ours),
+            "bare": asdict(bare),
+            "ratios": {
+                "accepted_ours_over_bare_starts": ratio(ours.accepted_per_s, bare.starts_per_s),
+                "note_done_ours_over_bare_activity_done": ratio(
+                    ours.note_done_per_s, bare.activity_done_per_s
+                ),
+                "asleep_ours_over_bare_completed": ratio(ours.asleep_per_s, bare.completed_per_s),
+                "server_cpu_ours_over_bare": ratio(ours.cpu.get("server"), bare.cpu.get("server")),
+                "worker_cpu_ours_over_bare": ratio(
+                    ours.cpu.get("worker"), bare.cpu.get("bare worker")
+                ),
+            },
+        }
     return {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "n": args.n,
@@ -549,23 +787,7 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "bare_concurrency": args.bare_concurrency,
         "order": "bare-first" if args.bare_first else "ours-first",
-        "ok": ours.asleep_s is not None
-        and ours.note_done_s is not None
-        and bare.completed_s is not None
-        and none_sent
-        and ours.e_mails_pending == args.n,
-        "none_sent": none_sent,
-        "ours": asdict(ours),
-        "bare": asdict(bare),
-        "ratios": {
-            "accepted_ours_over_bare_starts": ratio(ours.accepted_per_s, bare.starts_per_s),
-            "note_done_ours_over_bare_activity_done": ratio(
-                ours.note_done_per_s, bare.activity_done_per_s
-            ),
-            "asleep_ours_over_bare_completed": ratio(ours.asleep_per_s, bare.completed_per_s),
-            "server_cpu_ours_over_bare": ratio(ours.cpu.get("server"), bare.cpu.get("server")),
-            "worker_cpu_ours_over_bare": ratio(ours.cpu.get("worker"), bare.cpu.get("bare worker")),
-        },
+        **mine,
         "worker_log_warnings": len(problems),
         "worker_log_warning_samples": problems[:5],
         "api_log_warnings": len(api_problems),
@@ -583,13 +805,51 @@ async def bench(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     }
 
 
+def bulk_results(args: argparse.Namespace, ours: BulkOurs, bare: Bare) -> dict[str, Any]:
+    none_sent = ours.e_mails_sent == 0 and ours.message_rows == 0
+    return {
+        "mode": "bulk",
+        "ok": ours.finished_s is not None
+        and ours.moved == args.n
+        and ours.refused == 0
+        and ours.note_done_s is not None
+        and ours.asleep_s is not None
+        and bare.completed_s is not None
+        and none_sent
+        and ours.e_mails_pending == args.n,
+        "none_sent": none_sent,
+        "ours": asdict(ours),
+        "bare": asdict(bare),
+        "ratios": {
+            "moved_ours_over_bare_starts": ratio(ours.moved_per_s, bare.starts_per_s),
+            "note_done_ours_over_bare_activity_done": ratio(
+                ours.note_done_per_s, bare.activity_done_per_s
+            ),
+            "asleep_ours_over_bare_completed": ratio(ours.asleep_per_s, bare.completed_per_s),
+            "server_cpu_ours_over_bare": ratio(ours.cpu.get("server"), bare.cpu.get("server")),
+            "worker_cpu_ours_over_bare": ratio(ours.cpu.get("worker"), bare.cpu.get("bare worker")),
+        },
+    }
+
+
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     defaults = Settings()
     parser = argparse.ArgumentParser(
         description="Stage moves through the API beside bare workflow starts, on one isolated "
         "stack."
     )
-    parser.add_argument("--n", type=int, default=2000, help="moves / bare workflows")
+    parser.add_argument(
+        "--n", type=int, default=None,
+        help="moves / bare workflows (default: 2000, with --bulk 10,000)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bulk", action="store_true",
+        help="ours is one bulk move of the N (POST /jobs/{id}/bulk-moves) instead of N moves",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bulk-poll", type=float, default=3.0,
+        help="with --bulk, seconds between polls of GET /bulk-moves/{id} (its body is large)",
+    )  # fmt: skip
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument(
         "--concurrency", type=int, default=defaults.enrol_concurrency,
@@ -613,6 +873,12 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     args = parser.parse_args(argv)
+    if args.n is None:
+        args.n = MAX_BULK_MOVE if args.bulk else 2000
+    if args.bulk and args.n > MAX_BULK_MOVE:
+        parser.error(f"--bulk moves at most {MAX_BULK_MOVE:,} candidates")
+    if args.bulk_poll <= 0:
+        parser.error("--bulk-poll must be positive")
     if args.bare_concurrency is None:
         args.bare_concurrency = args.concurrency
     if min(args.n, args.concurrency, args.bare_concurrency) < 1:
@@ -623,7 +889,8 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    run_bench("moves", parse(), bench, table)
+    args = parse()
+    run_bench("moves-bulk" if args.bulk else "moves", args, bench, table)
 
 
 if __name__ == "__main__":
