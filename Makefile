@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SOURCES := workflows activities mail api store worker.py config.py errors.py orchestration.py mailsink.py devstack.py
 
-.PHONY: install run test lint bench bench-dispatch bench-moves
+.PHONY: install run test lint bench bench-dispatch bench-moves bench-segments bench-archive bench-numbers
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -35,3 +35,17 @@ bench-dispatch: install
 # Stage moves through the API beside bare workflow starts; e.g. make bench-moves ARGS="--n 200".
 bench-moves: install
 	$(PY) bench/moves.py $(ARGS)
+
+# Archiving a campaign of N recipients beside N bare signals; e.g. make bench-archive ARGS="--n 500".
+bench-archive: install
+	$(PY) bench/archive.py $(ARGS)
+
+# A segment of 100,000 added to a campaign as one job, beside bare starts; e.g.
+# make bench-segments ARGS="--n 20000".
+bench-segments: install
+	$(PY) bench/segments.py $(ARGS)
+
+# Campaign numbers at 100,000 recipients on PostgreSQL (127.0.0.1:5432): query times and
+# plans; e.g. make bench-numbers ARGS="--recipients 20000 --runs 10".
+bench-numbers: install
+	$(PY) bench/campaign_numbers.py $(ARGS)

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # Bulk enrolment starts at most this many workflows at once (the dev server starves
     # its workflow tasks when flooded with starts).
     enrol_concurrency: int = 25
+    # Signals in flight when a campaign's archive or resume tells its workflows.
+    signal_concurrency: int = 50
     # Child processes that check and render templates, in the API and in each worker
     # (their limits are mail.rendering.LIMITS).
     render_processes: int = Field(default=2, ge=1)

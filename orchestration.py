@@ -28,9 +28,17 @@ from temporalio.service import RPCError, RPCStatusCode
 from errors import UnavailableError
 
 # Modules, not names: the enrolment batch's workflow imports the activity that imports us.
-from workflows import bulk_move, campaign_test, enrolment_batch, nurture, stage_actions
+from workflows import (
+    bulk_move,
+    campaign_signals,
+    campaign_test,
+    enrolment_batch,
+    nurture,
+    stage_actions,
+)
 from workflows.contracts import (
     BulkMoveInput,
+    CampaignSignalsInput,
     CampaignTestInput,
     CancelMoveSignal,
     EnrolmentBatchInput,
@@ -43,6 +51,7 @@ from workflows.contracts import (
     SkipActionsSignal,
     StageActionsInput,
     bulk_move_workflow_id,
+    campaign_signals_workflow_id,
     nurture_workflow_id,
     stage_actions_workflow_id,
 )
@@ -50,6 +59,8 @@ from workflows.nurture import CAMPAIGN_ID, CANDIDATE_ID, STATE, NurtureWorkflow
 from workflows.timing import first_send_at, local_label
 
 if TYPE_CHECKING:
+    from store.campaign_status import Told
+    from store.enrolments import Ended
     from store.models import Move
     from store.moves import MoveDecision
 
@@ -200,21 +211,18 @@ class Workflows:
         return True
 
     async def exit_nurtures(
-        self,
-        ended: Iterable[tuple[int, int]],
-        candidate_id: int,
-        reason: ExitReason,
-        *,
-        consequence: str,
+        self, ended: Iterable[Ended], reason: ExitReason, *, consequence: str
     ) -> None:
-        """Tell each ended enrolment's workflow, given as (campaign id, run)."""
+        """Tell each ended enrolment's workflow."""
         async with _temporal(consequence):
             await asyncio.gather(
                 *(
                     self._signal(
-                        nurture_workflow_id(campaign, candidate_id), "exit", ExitSignal(reason, run)
+                        nurture_workflow_id(e.campaign_id, e.candidate_id),
+                        "exit",
+                        ExitSignal(reason, e.run),
                     )
-                    for campaign, run in ended
+                    for e in ended
                 )
             )
 
@@ -229,6 +237,33 @@ class Workflows:
             await self._signal(
                 nurture_workflow_id(campaign_id, candidate_id), "resume", ResumeSignal(at)
             )
+
+    async def start_campaign_signals(self, campaign_id: int, told: Told, at: datetime) -> None:
+        """Tell the campaign's workflows what its archive or resume at `at` decided, in the
+        background. Its id names that decision: a retried request starts nothing twice."""
+        workflow_id = campaign_signals_workflow_id(campaign_id, told.value, at)
+        async with _temporal(f"The campaign is {told.value}, but its workflows were not told yet"):
+            try:
+                await self._client.start_workflow(
+                    campaign_signals.CampaignSignalsWorkflow.run,
+                    CampaignSignalsInput(campaign_id, told.value, at),
+                    id=workflow_id,
+                    task_queue=self._task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    static_summary=f"Tells campaign {campaign_id}'s workflows: {told.value}",
+                )
+            except WorkflowAlreadyStartedError:
+                pass  # told already, or being told
+
+    async def tell_campaign(
+        self, campaign_id: int, candidate_id: int, run: int, told: Told, at: datetime
+    ) -> None:
+        """One recipient's workflow, told of its campaign's archive (an exit) or resume."""
+        workflow_id = nurture_workflow_id(campaign_id, candidate_id)
+        if told.value == ExitReason.ARCHIVED.value:
+            await self._signal(workflow_id, "exit", ExitSignal(ExitReason.ARCHIVED, run))
+        else:
+            await self._signal(workflow_id, "campaign_resumed", ResumeSignal(at))
 
     async def start_stage_actions(
         self, input: StageActionsInput, *, stage_name: str, actions: int

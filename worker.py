@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.bulk_moves import BulkMoveActivities
+from activities.campaign_signals import CampaignSignalActivities
 from activities.enrolment import EnrolmentActivities
 from activities.nurture import NurtureActivities
 from activities.stage_actions import StageActionActivities
@@ -23,6 +24,7 @@ from mail.smtp import Mailer
 from orchestration import Workflows
 from store.session import SessionFactory, create_engine, create_session_factory
 from workflows.bulk_move import BulkMoveWorkflow
+from workflows.campaign_signals import CampaignSignalsWorkflow
 from workflows.campaign_test import CampaignTestWorkflow
 from workflows.enrolment_batch import EnrolmentBatchWorkflow
 from workflows.nurture import NurtureWorkflow
@@ -34,6 +36,7 @@ WORKFLOWS: Sequence[type] = (
     EnrolmentBatchWorkflow,
     StageActionsWorkflow,
     BulkMoveWorkflow,
+    CampaignSignalsWorkflow,
 )
 
 
@@ -64,6 +67,7 @@ def activities_of(
     enrolment = EnrolmentActivities(sessions, settings, workflows)
     stage = StageActionActivities(sessions, mailer, settings, templates)
     bulk = BulkMoveActivities(sessions, workflows)
+    told = CampaignSignalActivities(sessions, settings, workflows)
     return [
         stage.plan_stage_actions,
         stage.run_stage_action,
@@ -74,6 +78,7 @@ def activities_of(
         nurture.record_test_failure,
         enrolment.start_enrolments,
         bulk.run_bulk_move,
+        told.tell_recipients,
     ]
 
 

@@ -1,4 +1,5 @@
-"""The bulk-enrolment activity: start the recipients' workflows of one bulk add, paced."""
+"""The bulk-enrolment activity: decide the candidates of a segment's batch, and start the
+recipients' workflows of any batch, paced."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities.sending import now
 from config import Settings
+from errors import ConflictError
 from store import campaigns as campaign_store
 from store import enrolments as enrolment_store
+from store import segments as segment_store
+from store.enrolments import AddResult, AddVerdict, RefusalReason
 from store.models import Campaign, Company, Enrolment, EnrolmentBatch
-from store.session import SessionFactory
+from store.session import SessionFactory, transaction
 from workflows.contracts import EnrolmentBatchInput
 
 if TYPE_CHECKING:
@@ -21,6 +25,9 @@ if TYPE_CHECKING:
     from orchestration import Workflows
 
 _BATCH_COMMIT_ATTEMPTS = 10
+# Candidates decided in one transaction, then started before the next are decided: the
+# verdicts show as they come, and an added candidate's workflow starts soon after its entry.
+_CHUNK = 500
 
 
 class EnrolmentActivities:
@@ -32,8 +39,10 @@ class EnrolmentActivities:
 
     @activity.defn(name="start_enrolments")
     async def start_enrolments(self, call: EnrolmentBatchInput) -> int:
-        """Start the workflows of a bulk add, a bounded number at a time so the Temporal
-        server keeps serving workflow tasks; resumes where a previous attempt stopped."""
+        """Decide a segment's candidates a chunk at a time (a list's were decided by its
+        request) and start the workflows of those added, a bounded number at a time so the
+        Temporal server keeps serving workflow tasks; resumes where a previous attempt
+        stopped, since verdicts and starts are recorded as they are made."""
         async with self._sessions() as session:
             batch = await session.get(EnrolmentBatch, call.batch_id)
             if batch is not None and call.key is not None and batch.key != call.key:
@@ -62,17 +71,54 @@ class EnrolmentActivities:
             activity.heartbeat(started)
             return enrolment.id
 
+        deciding = asyncio.ensure_future(self._decide(call.batch_id, 0))
         while True:
+            decided, after = await deciding
             async with self._sessions() as session:
-                rows = await enrolment_store.unstarted(session, call.batch_id, limit=500)
-            if not rows:
+                rows = await enrolment_store.unstarted(session, call.batch_id, limit=_CHUNK)
+            if not rows and not decided:
                 break
-            done = await asyncio.gather(*(start(e) for e in rows))
-            async with self._sessions() as session, session.begin():
-                await enrolment_store.mark_started(session, done, now())
+            # The next chunk is decided while this one's workflows start.
+            deciding = asyncio.ensure_future(self._decide(call.batch_id, after))
+            try:
+                done = await asyncio.gather(*(start(e) for e in rows))
+            except BaseException:
+                # What it decides is kept either way: let it end, so a retry finds it.
+                await asyncio.wait([deciding])
+                raise
+            if done:
+                async with self._sessions() as session, session.begin():
+                    await enrolment_store.mark_started(session, done, now())
             started += len(done)
             activity.heartbeat(started)
         async with self._sessions() as session, session.begin():
             batch = await session.get_one(EnrolmentBatch, call.batch_id)
             batch.finished_at = now()
         return started
+
+    async def _decide(self, batch_id: int, after: int) -> tuple[int, int]:
+        """The verdicts on the next chunk of the batch's undecided candidates after `after`,
+        enrolling the added, in one transaction; answers how many and the last one."""
+        async with transaction(self._sessions) as session:
+            ids = await segment_store.undecided(session, batch_id, after=after, limit=_CHUNK)
+            if not ids:
+                return 0, after
+            batch = await session.get_one(EnrolmentBatch, batch_id)
+            campaign = await session.get_one(Campaign, batch.campaign_id)
+            company = await session.get_one(Company, batch.company_id)
+            try:
+                enrolment_store.check_campaign_open(campaign)
+            except ConflictError as closed:
+                # Archived since the request: no one more can enter, and each says why.
+                verdicts = [
+                    AddVerdict(c, AddResult.REFUSED, RefusalReason.CAMPAIGN_CLOSED, str(closed))
+                    for c in ids
+                ]
+            else:
+                touchpoints = await campaign_store.list_touchpoints(session, campaign.id)
+                verdicts = await enrolment_store.add_recipients(
+                    session, company, campaign, touchpoints[0], ids,
+                    re_enrol=batch.re_enrol, now=now(), batch=batch,
+                )  # fmt: skip
+            await segment_store.record_verdicts(session, batch, verdicts)
+        return len(ids), ids[-1]

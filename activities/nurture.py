@@ -21,6 +21,7 @@ from config import Settings
 from mail.message import message_id_for
 from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
+from store import campaign_status
 from store import enrolments as enrolment_store
 from store.messages import MessageRow
 from store.models import (
@@ -115,9 +116,11 @@ async def _content(
 
 
 # The enrolment with what decides whether it may still receive, locked (PostgreSQL; see
-# `_TouchpointSource._enrolment`); the candidate outer-joined, since an erased one is gone.
+# `_TouchpointSource._enrolment`); the candidate outer-joined: an erased one is a tombstone
+# (`erased_at`, store/erasure.py), and one whose row is gone counts as erased too.
 _ENROLMENT = locking(
     select(
+        _ENROLMENTS.c.id,
         _ENROLMENTS.c.company_id,
         _ENROLMENTS.c.campaign_id,
         _ENROLMENTS.c.candidate_id,
@@ -125,7 +128,9 @@ _ENROLMENT = locking(
         _ENROLMENTS.c.status,
         _ENROLMENTS.c.exit_reason,
         _ENROLMENTS.c.paused_at,
+        _ENROLMENTS.c.held_since,
         _CANDIDATES.c.id.label("candidate_present"),
+        _CANDIDATES.c.erased_at,
         _CANDIDATES.c.unsubscribed_at,
         _CAMPAIGNS.c.status.label("campaign_status"),
     )
@@ -205,19 +210,26 @@ class _TouchpointSource:
             reason = enrolment["exit_reason"] or status.value
             return SendResult(SendOutcome.LEFT, exit_reason=reason)
         exit = None
-        if enrolment["candidate_present"] is None:
+        if enrolment["candidate_present"] is None or enrolment["erased_at"] is not None:
             exit = ExitReason.ERASED
         elif enrolment["unsubscribed_at"] is not None:
             exit = ExitReason.UNSUBSCRIBED
         elif enrolment["campaign_status"] is CampaignStatus.ARCHIVED:
             exit = ExitReason.ARCHIVED
         if exit is not None:
-            await enrolment_store.exit_enrolment_by_id(session, self.call.enrolment_id, exit, now())
+            await enrolment_store.exit_enrolment_by_id(
+                session, enrolment, exit, now(),
+                position=self.call.position, due_at=self.call.scheduled_at,
+            )  # fmt: skip
             return SendResult(SendOutcome.LEFT, exit_reason=exit.value)
         if status is RecipientStatus.PAUSED:
             return SendResult(SendOutcome.PAUSED, paused_at=enrolment["paused_at"])
         if enrolment["campaign_status"] is CampaignStatus.PAUSED:
-            return SendResult(SendOutcome.PAUSED, paused_at=now())
+            paused_at = await campaign_status.hold(
+                session, enrolment, self.call.position, self.call.scheduled_at, now()
+            )
+            if paused_at is not None:
+                return SendResult(SendOutcome.PAUSED, paused_at=now(), campaign_paused_at=paused_at)
         return None
 
     async def content(self, session: AsyncSession, message: MessageRow) -> Content:

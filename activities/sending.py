@@ -134,6 +134,7 @@ COMPOSED = (
     _COMPANIES.c.brand_logo_url,
     _COMPANIES.c.brand_primary_color,
     _COMPANIES.c.brand_accent_color,
+    _COMPANIES.c.open_tracking,
     _USERS.c.name.label("sender_name"),
     _USERS.c.email.label("sender_email"),
     _USERS.c.title.label("sender_title"),
@@ -161,7 +162,8 @@ def compose(
     queries). `unsubscribe`: a campaign's e-mail carries the candidate's signed links (a
     test's unsubscribe nobody); a stage action's carries none. `sample`: no candidate's
     values, sample ones (a test without a candidate). A test goes to its test address
-    only; any other e-mail to the candidate's own."""
+    only; any other e-mail to the candidate's own. A touchpoint's branded e-mail carries a
+    pixel signed for its message when the company tracks opens; no other e-mail does."""
     company_fields: list[str] = row["company_fields"]
     if sample:
         values = sample_context(company_fields)
@@ -178,6 +180,12 @@ def compose(
         )
         url = links.unsubscribe_url(settings.public_base_url, token)
         mailto = links.unsubscribe_mailto(settings.mail_domain, token)
+    pixel = ""
+    if branded and row["open_tracking"] and message.source_kind is MessageSource.TOUCHPOINT:
+        signed = links.sign_open(
+            settings.signing_secret.get_secret_value(), row["company_id"], message.id
+        )
+        pixel = links.open_pixel_url(settings.public_base_url, signed)
     company_name, sender_name = row["company_name"], row["sender_name"]
     # A test may borrow a candidate's values, never their inbox.
     address = (message.test_address if is_test else row["candidate_email"]) or ""
@@ -205,6 +213,7 @@ def compose(
             sender_title=row["sender_title"],
             unsubscribe_url=url or "",
             fields={name: fields.get(name, "") for name in company_fields},
+            open_pixel_url=pixel,
         ),
         brand=Brand(
             name=row["brand_name"] or company_name,

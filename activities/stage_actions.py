@@ -26,6 +26,7 @@ from errors import ConflictError, NotFoundError
 from mail.message import message_id_for
 from mail.sandbox import TemplateSandbox
 from mail.smtp import Mailer
+from store.erasure import ERASED
 from store.messages import MESSAGES, MessageRow
 from store.models import (
     ActionKind,
@@ -64,9 +65,9 @@ from workflows.contracts import (
 _ACTIONS, _MOVES, _CANDIDATES = table(MoveAction), table(Move), table(Candidate)
 _COMPANIES, _USERS, _EVENTS = table(Company), table(User), table(ReceivedEvent)
 
-# The action with its move and (outer-joined: an erased one is gone) its candidate, locked
-# (PostgreSQL): a cancel updates the action, so it waits for this transaction or this one
-# for it (store/moves.py).
+# The action with its move and (outer-joined: one whose row is gone counts as erased) its
+# candidate, locked (PostgreSQL): a cancel updates the action, so it waits for this
+# transaction or this one for it (store/moves.py).
 _ACTION = locking(
     select(
         _ACTIONS.c.id,
@@ -81,6 +82,7 @@ _ACTION = locking(
         _MOVES.c.created_at.label("moved_at"),
         _COMPANIES.c.time_zone,
         _CANDIDATES.c.id.label("candidate_present"),
+        _CANDIDATES.c.erased_at,
     )
     .select_from(
         _ACTIONS.join(_MOVES, _MOVES.c.id == _ACTIONS.c.move_id)
@@ -96,8 +98,6 @@ _FINISH = (
     .where(_ACTIONS.c.id == bindparam("action_id"), _ACTIONS.c.state == ActionState.PENDING)
     .values(state=bindparam("new_state"), reason=bindparam("why"), finished_at=bindparam("at"))
 )
-
-_ERASED = "the candidate was erased"
 
 # The API starts a move's workflow right before it commits the move: one not in the store
 # this long after it was made was rolled back.
@@ -139,8 +139,8 @@ async def _pending(session: AsyncSession, action_id: int) -> tuple[RowMapping | 
     if row["state"] is not ActionState.PENDING:
         return None, row["reason"] or row["state"].value
     why = None
-    if row["candidate_present"] is None:
-        why = _ERASED
+    if row["candidate_present"] is None or row["erased_at"] is not None:
+        why = ERASED
     elif row["unless_replied"]:
         since = {"candidate_id": row["candidate_id"], "since": row["moved_at"]}
         if (await connection.execute(_REPLIED, since)).first() is not None:

@@ -15,10 +15,14 @@ from api.deps import Clock
 from api.routers import (
     campaigns,
     candidates,
+    company,
     events,
     mailbox,
+    numbers,
     pipelines,
     recipients,
+    segments,
+    tracking,
     unsubscribe,
     users,
 )
@@ -91,12 +95,16 @@ def create_app(
     for module in (
         candidates,
         campaigns,
+        numbers,
         recipients,
+        segments,
         events,
         unsubscribe,
         mailbox,
         pipelines,
         users,
+        company,
+        tracking,
     ):
         app.include_router(module.router)
 

@@ -30,6 +30,7 @@ from store.models import (
     ActionState,
     ApplicationSource,
     CampaignStatus,
+    CandidateCategory,
     ExitOption,
     Format,
     MessageState,
@@ -186,6 +187,23 @@ class CandidateCreate(Strict):
     email: Address | None = None
     custom_fields: dict[str, FieldValue] = Field(default_factory=dict)
     consent: Consent | None = None
+    category: CandidateCategory = Field(
+        default=CandidateCategory.PASSIVE_TALENT,
+        description="What the candidate is to the company; one who has not applied is "
+        "passive talent",
+    )
+
+
+def _category_kept_or_changed(value: Any) -> Any:
+    """A category sent in a change, said plainly (not as the union of a category and the
+    left-out null it may not be)."""
+    if value is None:
+        raise ValueError("category cannot be null; leave it out to keep it")
+    try:
+        return CandidateCategory(value)
+    except ValueError:
+        names = ", ".join(c.value for c in CandidateCategory)
+        raise ValueError(f"{value!r} is not a category: give one of {names}") from None
 
 
 class CandidateUpdate(Strict):
@@ -198,6 +216,9 @@ class CandidateUpdate(Strict):
     email: Address | None = None
     custom_fields: dict[str, FieldValue] | SkipJsonSchema[None] = None
     consent: Consent | SkipJsonSchema[None] = None
+    category: Annotated[
+        CandidateCategory | SkipJsonSchema[None], BeforeValidator(_category_kept_or_changed)
+    ] = None
 
     @model_validator(mode="after")
     def _no_null_where_a_value_is_required(self) -> CandidateUpdate:
@@ -215,12 +236,31 @@ class CandidateOut(BaseModel):
     custom_fields: dict[str, Any]
     consent: Consent | None
     unsubscribed_at: datetime | None
+    category: CandidateCategory
     created_at: datetime
 
 
 class CandidatePage(BaseModel):
     total: int
     items: list[CandidateOut]
+
+
+class ErasureOut(BaseModel):
+    """A candidate erased (GDPR): what it cancelled, so that no cancellation is silent."""
+
+    candidate_id: int
+    erased_at: datetime
+    already_erased: bool = Field(
+        description="Erased before: this answers what that erasure cancelled, and tells "
+        "their workflows again"
+    )
+    ended_campaigns: list[int] = Field(description="The campaigns the candidate left (erased)")
+    cancelled_touchpoints: list[CancelledTouchpointOut] = Field(
+        description="The touchpoint each of those campaigns had pending: it never goes out"
+    )
+    cancelled_actions: list[CancelledOut] = Field(
+        description="The pending actions of the candidate's stage moves: none of them runs"
+    )
 
 
 # -- campaigns ----------------------------------------------------------------------------
@@ -283,6 +323,37 @@ class CampaignSummary(BaseModel):
     status: CampaignStatus
     touchpoints: int
     saved_at: datetime | None
+    numbers: NumbersOut
+
+
+class CancelledTouchpointOut(BaseModel):
+    """A pending touchpoint that an exit cancelled: it will never go out."""
+
+    campaign_id: int
+    candidate_id: int
+    name: str | None = Field(default=None, description="The candidate's, when listed by campaign")
+    touchpoint: int = Field(description="1 for the first touchpoint")
+    due_at: datetime | None = Field(description="When it was due (UTC)")
+
+
+class CampaignStatusOut(BaseModel):
+    id: int
+    status: CampaignStatus
+    paused_at: datetime | None
+    resumed_at: datetime | None
+    archived_at: datetime | None
+    released: int | None = Field(
+        default=None,
+        description="A resume: the recipients whose touchpoint fell due during the pause; "
+        "each goes out at its send time on the first day after the resume",
+    )
+    cancelled_total: int | None = Field(
+        default=None, description="An archive: the pending touchpoints it cancelled"
+    )
+    cancelled: list[CancelledTouchpointOut] = Field(
+        default_factory=list,
+        description="An archive: those touchpoints, by candidate, up to `limit` from `offset`",
+    )
 
 
 class CampaignTest(Strict):
@@ -340,6 +411,17 @@ class BatchOut(BaseModel):
     added: int
     started: int
     finished_at: datetime | None
+    segment_id: int | None = Field(
+        default=None, description="The segment it took its candidates from; none: a list"
+    )
+    total: int = Field(default=0, description="Candidates in the batch")
+    already_active: int = 0
+    refused: int = 0
+    decided: int = Field(
+        default=0,
+        description="Candidates with a verdict so far (added, already active or refused); "
+        "a list's were all decided by its request",
+    )
 
 
 class RecipientOut(BaseModel):
@@ -353,6 +435,14 @@ class RecipientOut(BaseModel):
     next_send_at: datetime | None = Field(description="UTC; none while paused")
     next_send_at_local: str | None = Field(description="In the company's time zone")
     paused_at: datetime | None = Field(default=None, description="When paused, if paused")
+    held_since: datetime | None = Field(
+        default=None,
+        description="Its touchpoint fell due while the campaign was paused (since this "
+        "pause): it goes out at its send time on the first day after the resume",
+    )
+    cancelled_touchpoint: CancelledTouchpointOut | None = Field(
+        default=None, description="Left: the pending touchpoint its exit cancelled"
+    )
     remaining_wait_seconds: int | None = Field(
         default=None,
         description="While paused: the wait left before the next touchpoint, which goes "
@@ -361,9 +451,147 @@ class RecipientOut(BaseModel):
     time_zone: str
 
 
+class TimelineEntryOut(BaseModel):
+    at: datetime
+    at_local: str = Field(description="In the company's time zone")
+    kind: str = Field(
+        description="entered, paused, resumed, held, released, exited, completed; a "
+        "touchpoint's sent, unconfirmed, failed, withdrawn, prepared, sending, skipped, "
+        "opened; and the scheduled one last"
+    )
+    run: int = Field(description="Which enrolment of the candidate (re-enrolments count up)")
+    touchpoint: int | None = Field(default=None, description="1 for the first touchpoint")
+    due_at: datetime | None = None
+    message_id: str | None = Field(default=None, description="The e-mail's Message-ID")
+    why: str | None = None
+
+
+class TimelineOut(BaseModel):
+    campaign_id: int
+    candidate_id: int
+    status: RecipientStatus
+    exit_reason: str | None
+    time_zone: str
+    entries: list[TimelineEntryOut]
+
+
 class RecipientPage(BaseModel):
     total: int
     items: list[RecipientOut]
+
+
+# -- numbers, the schedule and open tracking ----------------------------------------------
+
+
+class NumbersOut(BaseModel):
+    """Counted from the store. Test sends count nowhere; meetings, offers and hires are
+    the backend's events about the campaign's candidates from their entry on."""
+
+    total_candidates: int = Field(
+        description="Candidates who ever entered (a re-enrolled one counts once)"
+    )
+    emails_sent: int = Field(description="Touchpoint e-mails the receiving server took")
+    emails_unconfirmed: int = Field(
+        description="Touchpoint e-mails that may or may not have been delivered (the "
+        "server's reply to the end of the message never came); not in emails_sent, and "
+        "never sent again"
+    )
+    meetings_scheduled: int = Field(description="meeting_scheduled events")
+    offers_made: int = Field(description="offer_made events")
+    candidates_hired: int = Field(description="Candidates with a hired event")
+
+
+class AllNumbersOut(NumbersOut):
+    """Every campaign of the company together: a candidate of two campaigns, and an event
+    about them, count once."""
+
+    campaigns: int = Field(description="The company's campaigns, drafts included")
+
+
+class TouchpointNumbersOut(BaseModel):
+    number: int = Field(description="1 for the first touchpoint")
+    sent: int
+    unconfirmed: int
+    failed: int
+    opened: int = Field(description="E-mails sent that a person opened at least once")
+    machine_opened: int = Field(
+        description="E-mails sent whose pixel a privacy proxy or a scanner fetched"
+    )
+    opens: int = Field(description="Fetches of the pixel by people (reopens included)")
+    machine_opens: int = Field(description="Fetches of the pixel by machines")
+    open_rate: float | None = Field(description="opened / sent; none before the first send")
+
+
+class CampaignNumbersOut(NumbersOut):
+    campaign_id: int
+    status: CampaignStatus
+    entries: int = Field(description="Entries into the campaign, each re-enrolment included")
+    active: int = Field(description="Recipients in the campaign now, not paused")
+    paused: int
+    completed: int = Field(description="Recipients who received every touchpoint")
+    exited: int = Field(description="Recipients who left early: the sum of exits")
+    exits: dict[str, int] = Field(
+        description="Recipients who left early, by exit reason (a re-enrolled one by the "
+        "end of their last run)"
+    )
+    emails_failed: int = Field(description="Touchpoint e-mails that could not be delivered")
+    opened: int = Field(description="E-mails sent that a person opened at least once")
+    machine_opened: int = Field(
+        description="E-mails sent whose pixel a privacy proxy or a scanner fetched (Apple "
+        "Mail Privacy Protection, an image proxy, a fetch within seconds of delivery): "
+        "counted apart, not in open_rate"
+    )
+    open_rate: float | None = Field(
+        description="opened / emails_sent, as a share of 1; none before the first send"
+    )
+    open_tracking: bool = Field(
+        description="Whether the company tracks opens now (off: no pixel, no open counted)"
+    )
+    touchpoints: list[TouchpointNumbersOut]
+
+
+class ScheduleEntryOut(BaseModel):
+    number: int = Field(description="1 for the first touchpoint")
+    day_offset: int = Field(
+        description="Days after entry on which it goes out (plus one when the first send "
+        "time of the entry day has passed)"
+    )
+    send_time: TimeOfDay
+    interval_days: int | None = Field(
+        description="Days after the previous touchpoint; none for the first"
+    )
+    subject: str
+    format: Format
+    sender_user_id: int
+
+
+class ScheduleOut(BaseModel):
+    """The campaign's agenda: its sequence, with day offsets and send times."""
+
+    campaign_id: int
+    status: CampaignStatus
+    time_zone: str = Field(description="The company's: send times are local to it")
+    fixed: bool = Field(description="Saved: the sequence can no longer change")
+    touchpoints: list[ScheduleEntryOut]
+
+
+class CompanyOut(BaseModel):
+    id: int
+    name: str
+    time_zone: str
+    campaigns_enabled: bool
+    open_tracking: bool = Field(
+        description="Campaign e-mails carry an open-tracking pixel (off by default: under "
+        "ePrivacy the pixel needs the candidate's consent)"
+    )
+
+
+class CompanyUpdate(Strict):
+    open_tracking: bool = Field(
+        strict=True,
+        description="Put a pixel in branded campaign e-mails and count their opens; turn "
+        "it on only with the candidates' consent",
+    )
 
 
 # -- events -------------------------------------------------------------------------------
@@ -374,6 +602,10 @@ class EventType(StrEnum):
     REPLIED = "replied"
     CONNECTED = "connected"
     UNSUBSCRIBED = "unsubscribed"
+    # Counted in the numbers of the candidate's campaigns; they end none.
+    MEETING_SCHEDULED = "meeting_scheduled"
+    OFFER_MADE = "offer_made"
+    HIRED = "hired"
 
 
 class EventIn(Strict):
@@ -393,6 +625,10 @@ class EventOut(BaseModel):
     type: EventType
     candidate_id: int
     ended_campaigns: list[int]
+    cancelled_touchpoints: list[CancelledTouchpointOut] = Field(
+        default_factory=list,
+        description="The pending touchpoints of the campaigns it ended: none will go out",
+    )
     cancelled_actions: list[CancelledOut] = Field(
         default_factory=list,
         description="A reply: the pending actions of rules that wait for no reply, ended",
@@ -768,3 +1004,102 @@ class RecordOut(BaseModel):
 class RecordsOut(BaseModel):
     candidate_id: int
     records: list[RecordOut]
+
+
+# -- segments -----------------------------------------------------------------------------
+
+
+class LastContactedIn(Strict):
+    """When the candidate was last sent an e-mail (a campaign's or a stage's; test sends
+    reach no candidate). Give `never`, or `before` and/or `after`: `never: true`, no
+    e-mail ever; `never: false`, at least one; `before`, the last one before that moment
+    (with `include_never`, or none at all: "not contacted since"); `after`, the last one
+    at or after it; both, between the two."""
+
+    never: bool | None = Field(default=None, strict=True)
+    before: Moment | None = None
+    after: Moment | None = None
+    include_never: bool = Field(
+        default=False, strict=True, description="With `before`: those never contacted too"
+    )
+
+    @model_validator(mode="after")
+    def _one_question(self) -> Self:
+        dated = self.before is not None or self.after is not None
+        if self.never is not None and dated:
+            raise ValueError("never cannot be combined with before or after: give one or the other")
+        if self.never is None and not dated:
+            raise ValueError("give never (true or false), or before and/or after")
+        if self.include_never and self.before is None:
+            raise ValueError("include_never goes with before (not contacted since a moment)")
+        if self.before is not None and self.after is not None and self.after >= self.before:
+            raise ValueError("after must be earlier than before, or nobody can match")
+        return self
+
+
+class SegmentFilterIn(Strict):
+    """Every condition given must hold (none given: every candidate of the company).
+    A condition left out or null is no condition."""
+
+    categories: list[CandidateCategory] | None = Field(
+        default=None, min_length=1, max_length=3, description="Any of these categories"
+    )
+    tags: list[Tag] | None = Field(
+        default=None, min_length=1, max_length=20, description="Every one of these tags"
+    )
+    any_tags: list[Tag] | None = Field(
+        default=None, min_length=1, max_length=20, description="At least one of these tags"
+    )
+    custom_fields: dict[str, FieldValue] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=50,
+        description="Each custom field (one the company declares) equal to its value",
+    )
+    consent: bool | None = Field(
+        default=None, strict=True, description="Consent to be contacted recorded (or not)"
+    )
+    last_contacted: LastContactedIn | None = None
+
+
+class SegmentCreate(Strict):
+    name: str = Field(min_length=1, max_length=200, description="Unique in the company")
+    description: str = Field(default="", max_length=2000)
+    filter: SegmentFilterIn = Field(default_factory=SegmentFilterIn)
+
+
+class SegmentUpdate(Strict):
+    """Only the fields sent change (null, or left out: kept); a batch already taken from
+    the segment keeps its candidates."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    filter: SegmentFilterIn | None = Field(
+        default=None, description="The whole filter, replacing the one before"
+    )
+
+
+class SegmentOut(BaseModel):
+    id: int
+    name: str
+    description: str
+    filter: SegmentFilterIn
+    created_at: datetime
+    updated_at: datetime
+
+
+class SegmentPage(BaseModel):
+    total: int
+    items: list[SegmentOut]
+
+
+class SegmentAdd(Strict):
+    segment_id: Id = Field(description="One of the company's segments")
+    re_enrol: bool = Field(
+        default=False, strict=True, description="Enrol again those who left the campaign"
+    )
+
+
+class BatchResultPage(BaseModel):
+    total: int = Field(description="Verdicts so far (of that result, when asked)")
+    items: list[AddOut]

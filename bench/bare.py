@@ -6,6 +6,9 @@
   common due moment, then one activity, `bare_send`, that sends a fixed small message over
   SMTP (aiosmtplib, one connection per message, as ours does), with ours' retry policy;
   then NurtureState="completed".
+- `BareSignalWorkflow` (bench/archive.py): the same first task, then it sleeps for a day
+  or until one `exit` signal (a reason, as ours carry), upserts NurtureState="exited" (as
+  ours do on the way out) and ends.
 
 They live in a module, not in `__main__`, so the sandbox accepts them. Their worker runs as
 a process of its own, like ours, with worker.py's runner and concurrency settings, and
@@ -31,6 +34,8 @@ with workflow.unsafe.imports_passed_through():
 
 WORKFLOW_NAME = "BareWorkflow"
 DISPATCH_WORKFLOW_NAME = "BareDispatchWorkflow"
+SIGNAL_WORKFLOW_NAME = "BareSignalWorkflow"
+SIGNAL = "exit"
 SEND_ACTIVITY = "bare_send"
 MAIL_DOMAIN = "bare.bench.example"
 SLEEP = timedelta(days=1)
@@ -89,6 +94,26 @@ class BareDispatchWorkflow:
         workflow.upsert_search_attributes([STATE.value_set("completed")])
 
 
+@workflow.defn(name=SIGNAL_WORKFLOW_NAME)
+class BareSignalWorkflow:
+    def __init__(self) -> None:
+        self._reason: str | None = None
+
+    @workflow.run
+    async def run(self) -> None:
+        workflow.upsert_search_attributes([STATE.value_set("active")])
+        try:
+            # A timer, as ours wait on one: the signal wakes it and it is cancelled.
+            await workflow.wait_condition(lambda: self._reason is not None, timeout=SLEEP)
+        except TimeoutError:
+            pass
+        workflow.upsert_search_attributes([STATE.value_set("exited")])
+
+    @workflow.signal(name=SIGNAL)
+    def exit(self, reason: str) -> None:
+        self._reason = reason
+
+
 @activity.defn(name=SEND_ACTIVITY)
 async def bare_send(message: BareMessage) -> None:
     """A fixed small message, one SMTP session for it: connect, MAIL, RCPT, DATA, QUIT."""
@@ -145,7 +170,7 @@ async def _serve(address: str, task_queue: str) -> None:
     async with Worker(
         client,
         task_queue=task_queue,
-        workflows=[BareWorkflow, BareDispatchWorkflow],
+        workflows=[BareWorkflow, BareDispatchWorkflow, BareSignalWorkflow],
         activities=[bare_send],
         workflow_runner=workflow_runner(),
         max_cached_workflows=settings.max_cached_workflows,

@@ -430,6 +430,9 @@ class RenderContext:
     sender_title: str
     unsubscribe_url: str
     fields: dict[str, Any] = field(default_factory=dict)
+    # Not a template variable: the branded layout's open pixel, for a campaign e-mail of a
+    # company that tracks opens (empty: none). The plain-text part never has one.
+    open_pixel_url: str = ""
 
     def variables(self) -> dict[str, Any]:
         return {
@@ -483,6 +486,7 @@ def render_email(
         paragraphs=_paragraphs(text),
         brand=brand,
         unsubscribe_url=context.unsubscribe_url,
+        open_pixel_url=context.open_pixel_url,
     )
     return RenderedEmail(subject=rendered_subject, text=text_part, html=html)
 

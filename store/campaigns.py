@@ -275,7 +275,10 @@ async def get_campaign(
     session: AsyncSession, company_id: int, campaign_id: int, *, for_update: bool = False
 ) -> Campaign:
     query = select(Campaign).where(Campaign.company_id == company_id, Campaign.id == campaign_id)
-    campaign = await session.scalar(locking(query) if for_update else query)
+    if for_update:
+        # Locked, it reads what was committed last, even over a row this session has read.
+        query = locking(query).execution_options(populate_existing=True)
+    campaign = await session.scalar(query)
     if campaign is None:
         raise NotFoundError(f"Campaign {campaign_id} does not exist.")
     return campaign

@@ -53,13 +53,21 @@ async def get_candidate(
     candidate = await session.scalar(locking(query) if lock else query)
     if candidate is None:
         raise NotFoundError(f"Candidate {candidate_id} does not exist.")
+    if candidate.erased_at is not None:
+        # A tombstone (store/erasure.py): every request that names them answers this.
+        raise NotFoundError(
+            f"Candidate {candidate_id} was erased on {candidate.erased_at:%Y-%m-%d}: "
+            "their data is gone."
+        )
     return candidate
 
 
 async def list_candidates(
     session: AsyncSession, company_id: int, *, limit: int, offset: int
 ) -> tuple[Sequence[Candidate], int]:
-    scope = select(Candidate).where(Candidate.company_id == company_id)
+    scope = select(Candidate).where(
+        Candidate.company_id == company_id, Candidate.erased_at.is_(None)
+    )
     total = await session.scalar(select(func.count()).select_from(scope.subquery()))
     rows = await session.scalars(scope.order_by(Candidate.id).limit(limit).offset(offset))
     return rows.all(), total or 0

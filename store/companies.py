@@ -1,4 +1,5 @@
-"""Companies, their users and API keys (stored as SHA-256 digests, shown once)."""
+"""Companies, their settings, their users and API keys (stored as SHA-256 digests, shown
+once)."""
 
 from __future__ import annotations
 
@@ -84,4 +85,13 @@ async def get_company(session: AsyncSession, company_id: int) -> Company:
     company = await session.get(Company, company_id)
     if company is None:
         raise NotFoundError(f"Company {company_id} does not exist.")
+    return company
+
+
+async def set_open_tracking(session: AsyncSession, company_id: int, on: bool) -> Company:
+    """Turn open tracking on or off: from the next e-mail rendered, campaign e-mails carry
+    the pixel (or no longer do), and fetches of pixels already sent count (or no longer)."""
+    company = await get_company(session, company_id)
+    company.open_tracking = on
+    await session.flush()
     return company

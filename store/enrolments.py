@@ -6,13 +6,13 @@ which workflows must hear of it. They never commit: the caller signals after its
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,8 @@ from store.models import (
     Company,
     Enrolment,
     EnrolmentBatch,
+    RecipientEvent,
+    RecipientEventKind,
     RecipientStatus,
     Touchpoint,
     table,
@@ -49,6 +51,8 @@ class RefusalReason(StrEnum):
     NO_CONSENT = "no_consent"
     UNSUBSCRIBED = "unsubscribed"
     ALREADY_LEFT = "already_left"
+    # A segment's batch reached the candidate after its campaign was archived.
+    CAMPAIGN_CLOSED = "campaign_closed"
 
 
 @dataclass
@@ -67,6 +71,12 @@ def _refused(candidate_id: int, reason: RefusalReason, detail: str) -> AddVerdic
 def _check_candidate(candidate: Candidate | None, candidate_id: int) -> AddVerdict | None:
     if candidate is None:
         return _refused(candidate_id, RefusalReason.NOT_FOUND, "No candidate with this id.")
+    if candidate.erased_at is not None:
+        return _refused(
+            candidate_id,
+            RefusalReason.NOT_FOUND,
+            f"The candidate was erased on {candidate.erased_at:%Y-%m-%d}.",
+        )
     if not candidate.email:
         return _refused(
             candidate_id, RefusalReason.NO_EMAIL, "The candidate has no e-mail address."
@@ -174,21 +184,66 @@ async def add_recipients(
             "Another request is adding some of these candidates to this campaign right now; "
             "retry in a moment (nothing was added)."
         ) from None
+    await record(
+        session,
+        [
+            event_row(v.enrolment, RecipientEventKind.ENTERED, now, position=0, due_at=first_due)
+            for v in verdicts
+            if v.enrolment is not None
+        ],
+    )
     return verdicts
 
 
+_EVENTS = table(RecipientEvent)
+_IDS = ("company_id", "id", "campaign_id", "candidate_id", "run")
+
+
+def event_row(
+    enrolment: Enrolment | Any,
+    kind: RecipientEventKind,
+    at: datetime,
+    *,
+    reason: str | None = None,
+    position: int | None = None,
+    due_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A timeline row for an enrolment (an entity, or a Core row or mapping of its columns)."""
+    row = enrolment if isinstance(enrolment, Mapping) else {k: getattr(enrolment, k) for k in _IDS}
+    return {
+        "company_id": row["company_id"],
+        "enrolment_id": row["id"],
+        "campaign_id": row["campaign_id"],
+        "candidate_id": row["candidate_id"],
+        "run": row["run"],
+        "kind": kind,
+        "at": at,
+        "reason": reason,
+        "position": position,
+        "due_at": due_at,
+    }
+
+
+async def record(session: AsyncSession, events: Sequence[dict[str, Any]]) -> None:
+    """Timeline rows, in one statement (executemany), in the caller's transaction."""
+    if events:
+        await (await session.connection()).execute(insert(_EVENTS), list(events))
+
+
 async def get_enrolment(
-    session: AsyncSession, company_id: int, campaign_id: int, candidate_id: int
+    session: AsyncSession,
+    company_id: int,
+    campaign_id: int,
+    candidate_id: int,
+    *,
+    lock: bool = True,
 ) -> Enrolment:
-    enrolment = await session.scalar(
-        locking(
-            select(Enrolment).where(
-                Enrolment.company_id == company_id,
-                Enrolment.campaign_id == campaign_id,
-                Enrolment.candidate_id == candidate_id,
-            )
-        )
+    query = select(Enrolment).where(
+        Enrolment.company_id == company_id,
+        Enrolment.campaign_id == campaign_id,
+        Enrolment.candidate_id == candidate_id,
     )
+    enrolment = await session.scalar(locking(query) if lock else query)
     if enrolment is None:
         raise NotFoundError(
             f"Candidate {candidate_id} is not a recipient of campaign {campaign_id}."
@@ -214,6 +269,7 @@ async def pause_recipient(
         raise _left(enrolment)
     enrolment.status, enrolment.paused_at, enrolment.resumed_at = RecipientStatus.PAUSED, now, None
     await session.flush()
+    await record(session, [event_row(enrolment, RecipientEventKind.PAUSED, now)])
     return enrolment
 
 
@@ -248,7 +304,28 @@ async def resume_recipient(
             )
     enrolment.status, enrolment.resumed_at = RecipientStatus.ACTIVE, now
     await session.flush()
+    await record(
+        session,
+        [
+            event_row(
+                enrolment, RecipientEventKind.RESUMED, now,
+                position=enrolment.next_position, due_at=enrolment.next_send_at,
+            )
+        ],
+    )  # fmt: skip
     return enrolment
+
+
+@dataclass(frozen=True)
+class Ended:
+    """An enrolment an exit ended, and the touchpoint it cancelled (`position`, `due_at`),
+    if one was pending: no exit is silent."""
+
+    campaign_id: int
+    candidate_id: int
+    run: int
+    position: int | None
+    due_at: datetime | None
 
 
 def _exited(reason: ExitReason, now: datetime) -> dict[str, Any]:
@@ -258,12 +335,30 @@ def _exited(reason: ExitReason, now: datetime) -> dict[str, Any]:
         "left_at": now,
         "next_position": None,
         "next_send_at": None,
+        "held_since": None,
     }
 
 
-def exit_enrolment(enrolment: Enrolment, reason: ExitReason, now: datetime) -> None:
+async def exit_enrolment(
+    session: AsyncSession, enrolment: Enrolment, reason: ExitReason, now: datetime
+) -> Ended:
+    """The enrolment leaves, and its timeline says what it cancelled."""
+    ended = Ended(
+        enrolment.campaign_id, enrolment.candidate_id, enrolment.run,
+        enrolment.next_position, enrolment.next_send_at,
+    )  # fmt: skip
+    await record(
+        session,
+        [
+            event_row(
+                enrolment, RecipientEventKind.EXITED, now,
+                reason=reason.value, position=ended.position, due_at=ended.due_at,
+            )
+        ],
+    )  # fmt: skip
     for name, value in _exited(reason, now).items():
         setattr(enrolment, name, value)
+    return ended
 
 
 _ENROLMENTS = table(Enrolment)
@@ -271,11 +366,27 @@ _EXIT = update(_ENROLMENTS).where(_ENROLMENTS.c.id == bindparam("enrolment_id"))
 
 
 async def exit_enrolment_by_id(
-    session: AsyncSession, enrolment_id: int, reason: ExitReason, now: datetime
+    session: AsyncSession,
+    enrolment: Any,
+    reason: ExitReason,
+    now: datetime,
+    *,
+    position: int,
+    due_at: datetime | None,
 ) -> None:
-    """`exit_enrolment` for an enrolment read as a Core row (the send path's)."""
+    """`exit_enrolment` for an enrolment read as a Core row (the send path's, which names
+    the touchpoint it was about to send)."""
     connection = await session.connection()
-    await connection.execute(_EXIT.values(_exited(reason, now)), {"enrolment_id": enrolment_id})
+    await connection.execute(_EXIT.values(_exited(reason, now)), {"enrolment_id": enrolment.id})
+    await record(
+        session,
+        [
+            event_row(
+                enrolment, RecipientEventKind.EXITED, now,
+                reason=reason.value, position=position, due_at=due_at,
+            )
+        ],
+    )  # fmt: skip
 
 
 async def remove_recipient(
@@ -287,7 +398,7 @@ async def remove_recipient(
         return enrolment
     if enrolment.status not in STAYING:
         raise _left(enrolment)
-    exit_enrolment(enrolment, ExitReason.REMOVED, now)
+    await exit_enrolment(session, enrolment, ExitReason.REMOVED, now)
     await session.flush()
     return enrolment
 
@@ -311,6 +422,13 @@ _COMPLETE = (
         next_position=None,
         next_send_at=None,
     )
+    .returning(
+        _ENROLMENTS.c.id,
+        _ENROLMENTS.c.company_id,
+        _ENROLMENTS.c.campaign_id,
+        _ENROLMENTS.c.candidate_id,
+        _ENROLMENTS.c.run,
+    )
 )
 
 
@@ -328,7 +446,9 @@ async def advance(
     connection = await session.connection()
     where = {"enrolment_id": enrolment_id, "enrolment_run": run}
     if next_position is None:
-        await connection.execute(_COMPLETE, {**where, "now": now})
+        done = (await connection.execute(_COMPLETE, {**where, "now": now})).first()
+        if done is not None:
+            await record(session, [event_row(done, RecipientEventKind.COMPLETED, now)])
     else:
         await connection.execute(
             _ADVANCE, {**where, "position": next_position, "send_at": next_send_at}
@@ -337,7 +457,7 @@ async def advance(
 
 async def end_campaigns(
     session: AsyncSession, company_id: int, candidate_id: int, reason: ExitReason, now: datetime
-) -> list[tuple[int, int]]:
+) -> list[Ended]:
     """What an event or an unsubscribe ends, in the open transaction: the campaigns this
     reason ends, and an unsubscription recorded. The candidate row is locked, then the
     enrolments: a send holding an enrolment may meanwhile insert a message naming the
@@ -351,9 +471,9 @@ async def end_campaigns(
 
 async def exit_candidate(
     session: AsyncSession, company_id: int, candidate_id: int, reason: ExitReason, now: datetime
-) -> list[tuple[int, int]]:
+) -> list[Ended]:
     """End the candidate's campaigns that this reason ends (unsubscribing ends all of them);
-    answers the (campaign, run) of each enrolment ended."""
+    answers each enrolment ended, with the touchpoint it cancelled."""
     rows = await session.execute(
         locking(
             select(Enrolment, Campaign.exit_options)
@@ -369,14 +489,16 @@ async def exit_candidate(
     ended = []
     for enrolment, exit_options in rows:
         if reason in (ExitReason.UNSUBSCRIBED, ExitReason.ERASED) or reason.value in exit_options:
-            exit_enrolment(enrolment, reason, now)
-            ended.append((enrolment.campaign_id, enrolment.run))
+            ended.append(await exit_enrolment(session, enrolment, reason, now))
     await session.flush()
-    return sorted(ended)
+    return sorted(ended, key=lambda e: e.campaign_id)
 
 
 @dataclass(frozen=True)
 class RecipientRow:
+    enrolment_id: int
+    run: int
+    campaign_id: int
     candidate_id: int
     first_name: str
     last_name: str
@@ -387,6 +509,9 @@ class RecipientRow:
     next_position: int | None
     next_send_at: datetime | None
     paused_at: datetime | None
+    held_since: datetime | None
+    # What the exit of this run cancelled, if it has left: (position, due).
+    cancelled: tuple[int, datetime | None] | None = None
 
 
 async def list_recipients(
@@ -410,8 +535,15 @@ async def list_recipients(
         .limit(limit)
         .offset(offset)
     )
+    enrolments = [(e, first, last) for e, first, last in rows]
+    cancelled = await _cancelled_by_exits(
+        session, [e for e, _, _ in enrolments if e.status is RecipientStatus.EXITED]
+    )
     return [
         RecipientRow(
+            enrolment_id=e.id,
+            run=e.run,
+            campaign_id=e.campaign_id,
             candidate_id=e.candidate_id,
             first_name=first,
             last_name=last,
@@ -422,9 +554,36 @@ async def list_recipients(
             next_position=e.next_position,
             next_send_at=e.next_send_at,
             paused_at=e.paused_at,
+            held_since=e.held_since,
+            cancelled=cancelled.get(e.id),
         )
-        for e, first, last in rows
+        for e, first, last in enrolments
     ], total or 0
+
+
+async def _cancelled_by_exits(
+    session: AsyncSession, exited: Sequence[Enrolment]
+) -> dict[int, tuple[int, datetime | None]]:
+    """The touchpoint each enrolment's exit (of its current run) cancelled, if any; one
+    query for them all."""
+    if not exited:
+        return {}
+    runs = {e.id: e.run for e in exited}
+    rows = await session.execute(
+        select(RecipientEvent.enrolment_id, RecipientEvent.run, RecipientEvent.position,
+               RecipientEvent.due_at)
+        .where(
+            RecipientEvent.enrolment_id.in_(list(runs)),
+            RecipientEvent.kind == RecipientEventKind.EXITED,
+            RecipientEvent.position.is_not(None),
+        )
+        .order_by(RecipientEvent.id)
+    )  # fmt: skip
+    return {
+        enrolment_id: (position, due)
+        for enrolment_id, run, position, due in rows
+        if runs[enrolment_id] == run and position is not None
+    }
 
 
 async def unstarted(session: AsyncSession, batch_id: int, limit: int) -> Sequence[Enrolment]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from store.enrolments import Ended
 from store.models import ReceivedEvent
 
 
@@ -26,7 +27,7 @@ async def record_event(
     type: str,
     candidate_id: int,
     occurred_at: datetime,
-    ended: list[tuple[int, int]],
+    ended: list[Ended],
 ) -> ReceivedEvent:
     event = ReceivedEvent(
         company_id=company_id,
@@ -34,8 +35,28 @@ async def record_event(
         type=type,
         candidate_id=candidate_id,
         occurred_at=occurred_at,
-        ended={"ended": [list(pair) for pair in ended]},
+        ended={
+            "ended": [
+                [e.campaign_id, e.run, e.position, e.due_at.isoformat() if e.due_at else None]
+                for e in ended
+            ]
+        },
     )
     session.add(event)
     await session.flush()
     return event
+
+
+def ended_of(event: ReceivedEvent) -> list[Ended]:
+    """What a recorded event ended, as it answered the first time. (Events recorded before
+    the cancelled touchpoints were kept hold only the campaign and run.)"""
+    out = []
+    for campaign_id, run, *rest in event.ended.get("ended", []):
+        position, due = [*rest, None, None][:2]
+        out.append(
+            Ended(
+                campaign_id, event.candidate_id, run, position,
+                datetime.fromisoformat(due) if due else None,
+            )
+        )  # fmt: skip
+    return out

@@ -59,35 +59,45 @@ def end_unfinished(message: Message, reason: str) -> None:
 
 
 async def sends_in_flight(
-    session: AsyncSession, company_id: int, candidate_id: int, enrolment_id: int | None = None
+    session: AsyncSession,
+    company_id: int,
+    candidate_id: int | None,
+    enrolment_id: int | None = None,
+    campaign_id: int | None = None,
 ) -> int:
     query = select(func.count()).where(
-        Message.company_id == company_id,
-        Message.candidate_id == candidate_id,
-        Message.state == MessageState.SENDING,
+        Message.company_id == company_id, Message.state == MessageState.SENDING
     )
+    if candidate_id is not None:
+        query = query.where(Message.candidate_id == candidate_id)
     if enrolment_id is not None:
         query = query.where(Message.enrolment_id == enrolment_id)
+    if campaign_id is not None:
+        query = query.where(Message.campaign_id == campaign_id)
     return await session.scalar(query) or 0
 
 
 async def wait_for_sends(
     sessions: SessionFactory,
     company_id: int,
-    candidate_id: int,
+    candidate_id: int | None,
     *,
     enrolment_id: int | None = None,
+    campaign_id: int | None = None,
     seconds: float,
 ) -> int:
     """After an exit has committed: wait (at most `seconds`) until no e-mail to the
-    candidate (of that enrolment, if named) is past its last check and before the peer's
-    reply. A send's last check and its step into `sending` are one transaction that the
-    exit's serialises with (activities/sending.py), so from then on nothing more reaches
-    the peer. Answers how many are still in flight (a worker frozen mid-send)."""
+    candidate (of that enrolment or campaign, if named; of the whole campaign when no
+    candidate is) is past its last check and before the peer's reply. A send's last check
+    and its step into `sending` are one transaction that the exit's serialises with
+    (activities/sending.py), so from then on nothing more reaches the peer. Answers how
+    many are still in flight (a worker frozen mid-send)."""
     deadline = time.monotonic() + seconds
     while True:
         async with sessions() as session:
-            left = await sends_in_flight(session, company_id, candidate_id, enrolment_id)
+            left = await sends_in_flight(
+                session, company_id, candidate_id, enrolment_id, campaign_id
+            )
         if not left or time.monotonic() >= deadline:
             return left
         await asyncio.sleep(0.02)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -22,6 +23,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -183,8 +186,21 @@ class ApplicationSource(enum.StrEnum):
     ASSIGNED = "assigned"
 
 
-def _enum(cls: type[enum.StrEnum]) -> Enum:
-    return Enum(cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e])
+class CandidateCategory(enum.StrEnum):
+    """What a candidate is to the company, as a CRM files a prospect (seed 001): a current
+    applicant (applied, still in the running), a past applicant kept in the talent pool
+    (applied, not retained that time), or passive talent (never applied: sourced, met,
+    referred). Segments select by it, so that each gets the campaigns that fit."""
+
+    CURRENT_APPLICANT = "current_applicant"
+    PAST_APPLICANT = "past_applicant"
+    PASSIVE_TALENT = "passive_talent"
+
+
+def _enum(cls: type[enum.StrEnum], length: int = 16) -> Enum:
+    return Enum(
+        cls, native_enum=False, length=length, values_callable=lambda e: [m.value for m in e]
+    )
 
 
 class Company(Base):
@@ -205,6 +221,9 @@ class Company(Base):
     # company that then removes them does not get them back.
     default_pipeline_made: Mapped[bool] = mapped_column(Boolean, default=False)
     reasons_made: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Campaign e-mails carry an open-tracking pixel: off until an admin turns it on, since
+    # ePrivacy (and the EDPB) treat the pixel as needing the candidate's consent.
+    open_tracking: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -245,8 +264,19 @@ class Candidate(CompanyOwned):
     consent_method: Mapped[str | None] = mapped_column(String(200))
     consent_source: Mapped[str | None] = mapped_column(String(200))
     unsubscribed_at: Mapped[datetime | None] = mapped_column()
+    # One who has not applied is passive talent until the ATS says otherwise.
+    category: Mapped[CandidateCategory] = mapped_column(
+        _enum(CandidateCategory, length=32),
+        default=CandidateCategory.PASSIVE_TALENT,
+        server_default=CandidateCategory.PASSIVE_TALENT.value,
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Erased (GDPR, store/erasure.py): the row stays as an anonymous tombstone, its id
+    # and times only, so that what the numbers count still joins on it; `erasure` is what
+    # the erasure cancelled (ids, positions and times), answered again on a repeat.
+    erased_at: Mapped[datetime | None] = mapped_column()
+    erasure: Mapped[dict[str, Any] | None] = mapped_column()
 
 
 class Campaign(CompanyOwned):
@@ -260,6 +290,10 @@ class Campaign(CompanyOwned):
     exit_options: Mapped[list[str]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     saved_at: Mapped[datetime | None] = mapped_column()
+    # The last pause and resume of the whole campaign, and its archiving.
+    paused_at: Mapped[datetime | None] = mapped_column()
+    resumed_at: Mapped[datetime | None] = mapped_column()
+    archived_at: Mapped[datetime | None] = mapped_column()
 
 
 class Touchpoint(CompanyOwned):
@@ -300,6 +334,10 @@ class Enrolment(CompanyOwned):
     # Null until the workflow is started: bulk enrolment starts them at a pace.
     workflow_started_at: Mapped[datetime | None] = mapped_column()
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("enrolment_batches.id"), index=True)
+    # A touchpoint fell due while the campaign was paused (the pause's `paused_at`): the
+    # workflow waits for the campaign's resume, which sets `released_at`.
+    held_since: Mapped[datetime | None] = mapped_column()
+    released_at: Mapped[datetime | None] = mapped_column()
 
 
 class EnrolmentBatch(CompanyOwned):
@@ -313,6 +351,15 @@ class EnrolmentBatch(CompanyOwned):
     added: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
+    # A segment's batch: the segment it took its candidates from (no foreign key: the
+    # batch keeps its candidates, EnrolmentBatchResult, when the segment changes or goes)
+    # and whether it enrols again those who left. Its activity decides each candidate.
+    segment_id: Mapped[int | None] = mapped_column(Integer)
+    re_enrol: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Candidates in the batch, and the verdicts so far (with `added`).
+    total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    already_active: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refused: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Message(CompanyOwned):
@@ -618,4 +665,141 @@ class BulkMoveResult(CompanyOwned):
     bulk_move_id: Mapped[int] = mapped_column(ForeignKey("bulk_moves.id"), index=True)
     candidate_id: Mapped[int] = mapped_column(Integer)
     move_id: Mapped[int | None] = mapped_column(ForeignKey("moves.id"))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class RecipientEventKind(enum.StrEnum):
+    ENTERED = "entered"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    # The campaign was paused when a touchpoint fell due; released at its resume.
+    HELD = "held"
+    RELEASED = "released"
+    EXITED = "exited"
+    COMPLETED = "completed"
+
+
+class RecipientEvent(CompanyOwned):
+    """A change of a recipient's state, for their timeline; ids and times only. An exit
+    names the touchpoint it cancelled (`position`, `due_at`), if one was pending; a hold
+    the one that fell due, a release its new moment."""
+
+    __tablename__ = "recipient_events"
+    __table_args__ = (
+        Index("ix_recipient_events_enrolment", "enrolment_id", "id"),
+        Index("ix_recipient_events_campaign", "campaign_id", "at"),
+        NEVER_REUSE_IDS,
+    )
+
+    enrolment_id: Mapped[int] = mapped_column(ForeignKey("enrolments.id"))
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    candidate_id: Mapped[int] = mapped_column(Integer)
+    run: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[RecipientEventKind] = mapped_column(_enum(RecipientEventKind))
+    at: Mapped[datetime] = mapped_column()
+    reason: Mapped[str | None] = mapped_column(String(32))
+    position: Mapped[int | None] = mapped_column(Integer)
+    due_at: Mapped[datetime | None] = mapped_column()
+
+
+class MessageOpen(CompanyOwned):
+    """One fetch of a campaign e-mail's open pixel (api/routers/tracking.py), for its
+    campaign's numbers and its recipient's timeline. `machine`: fetched by a privacy proxy
+    or a scanner, not a person reading it (Apple Mail Privacy Protection, an image proxy, a
+    scanner's user agent, a fetch within seconds of delivery), with `why` it was taken for
+    one; a human open has no `why`. Only touchpoints of companies with open tracking on
+    carry a pixel, so every row names a campaign and a touchpoint (copied from the message,
+    so that the numbers read this table alone). `first_of_kind` marks the message's first
+    human open and its first machine open (one each at most), so that opened messages are
+    counted without a DISTINCT."""
+
+    __tablename__ = "message_opens"
+    __table_args__ = (
+        # The numbers: a campaign's opens and opened messages, by person or machine.
+        Index("ix_message_opens_numbers", "campaign_id", "machine", "position", "first_of_kind"),
+        Index(
+            "ux_message_opens_first",
+            "message_id",
+            "machine",
+            unique=True,
+            sqlite_where=text("first_of_kind"),
+            postgresql_where=text("first_of_kind"),
+        ),
+        NEVER_REUSE_IDS,
+    )
+
+    # The opened message's row (messages.id, not its Message-ID header).
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id"), index=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    # The message's touchpoint, 0 for the first.
+    position: Mapped[int] = mapped_column(Integer)
+    opened_at: Mapped[datetime] = mapped_column()
+    machine: Mapped[bool] = mapped_column(Boolean)
+    first_of_kind: Mapped[bool] = mapped_column(Boolean)
+    why: Mapped[str | None] = mapped_column(Text)
+    # The fetch's User-Agent, cut to its first 300 characters.
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
+# What store/numbers.py counts, read from indexes alone (PostgreSQL index-only scans): a
+# campaign's recipients by status and exit reason with their runs (entries); when each
+# candidate entered a campaign, and any of the company's (events count from there); a
+# campaign's e-mails by touchpoint and state; the events it counts by type.
+Index(
+    "ix_enrolments_numbers",
+    Enrolment.campaign_id,
+    Enrolment.status,
+    Enrolment.exit_reason,
+    Enrolment.run,
+)
+Index("ix_enrolments_entries", Enrolment.campaign_id, Enrolment.candidate_id, Enrolment.entered_at)
+Index(
+    "ix_enrolments_company_entries",
+    Enrolment.company_id,
+    Enrolment.candidate_id,
+    Enrolment.entered_at,
+)
+Index(
+    "ix_messages_numbers",
+    Message.campaign_id,
+    Message.source_kind,
+    Message.position,
+    Message.state,
+)
+Index(
+    "ix_received_events_numbers",
+    ReceivedEvent.company_id,
+    ReceivedEvent.type,
+    ReceivedEvent.candidate_id,
+    ReceivedEvent.occurred_at,
+)
+
+
+class Segment(CompanyOwned):
+    """A saved filter over the company's candidates (store/segments.py): who it holds is
+    decided each time it is read. `filter` is store.segments.SegmentFilter as JSON."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("company_id", "name"), NEVER_REUSE_IDS)
+
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    filter: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EnrolmentBatchResult(CompanyOwned):
+    """One candidate of a segment's batch: taken from the segment when the batch was asked
+    for, then decided by the batch's activity (`result` and `reason` are
+    store.enrolments' AddResult and RefusalReason; no result yet: still to decide). No
+    foreign key to the candidate, as for a bulk move's results."""
+
+    __tablename__ = "enrolment_batch_results"
+    __table_args__ = (UniqueConstraint("batch_id", "candidate_id"), NEVER_REUSE_IDS)
+
+    batch_id: Mapped[int] = mapped_column(ForeignKey("enrolment_batches.id"))
+    candidate_id: Mapped[int] = mapped_column(Integer)
+    result: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(16))
     detail: Mapped[str | None] = mapped_column(Text)

@@ -366,6 +366,7 @@ async def _application(
     )
     if application is None:
         raise NotFoundError(f"Candidate {candidate_id} has not applied to job {job_id}.")
+    await get_candidate(session, company.id, candidate_id)  # 404 for an erased one too
     return application
 
 

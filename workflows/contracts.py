@@ -116,6 +116,8 @@ class SendResult:
     paused_at: datetime | None = None
     # Why the store said stop, in words, when it is not a recipient leaving.
     why: str | None = None
+    # PAUSED because the whole campaign is: the pause's moment, which its resume follows.
+    campaign_paused_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -199,3 +201,17 @@ class BulkMoveInput:
 
 def bulk_move_workflow_id(key: str) -> str:
     return f"bulk-move/{key}"
+
+
+@dataclass(frozen=True)
+class CampaignSignalsInput:
+    """Tell a campaign's workflows, in bulk, what its archive or resume at `at` decided
+    (store.campaign_status.Told names which)."""
+
+    campaign_id: int
+    told: str
+    at: datetime
+
+
+def campaign_signals_workflow_id(campaign_id: int, told: str, at: datetime) -> str:
+    return f"campaign-signals/{campaign_id}/{told}/{at:%Y%m%dT%H%M%S%fZ}"

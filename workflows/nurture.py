@@ -76,6 +76,11 @@ class NurtureWorkflow:
         # compute the same resumed schedule.
         self._paused_at: datetime | None = None
         self._resumed_at: datetime | None = None
+        # Held: a touchpoint fell due while the whole campaign was paused (since this
+        # pause's moment); released by a campaign resume from then on, which may arrive
+        # before the send's answer that holds it.
+        self._held_since: datetime | None = None
+        self._campaign_resumed_at: datetime | None = None
 
     @workflow.run
     async def run(self, input: NurtureInput) -> RecipientState:
@@ -104,8 +109,10 @@ class NurtureWorkflow:
                 self._exit_reason = result.exit_reason or ExitReason.REMOVED.value
                 break
             if result.outcome is SendOutcome.PAUSED:
+                if result.campaign_paused_at is not None:
+                    self._held_since = result.campaign_paused_at
                 # The store said paused before our signal arrived: wait as if it had.
-                if self._paused_at is None:
+                elif self._paused_at is None:
                     self._paused_at = result.paused_at or workflow.now()
                 continue
             if following is None or following_due is None:
@@ -118,6 +125,23 @@ class NurtureWorkflow:
         tz = self._input.plan.time_zone
         send_time = self._input.plan.touchpoints[position].send_time
         while self._exit_reason is None:
+            if self._held_since is not None:
+                self._set_status("paused", position, due)
+                await workflow.wait_condition(
+                    lambda: self._released() or self._exit_reason is not None,
+                    timeout_summary="campaign paused",
+                )
+                if self._exit_reason is not None or self._campaign_resumed_at is None:
+                    break
+                # What fell due goes at its send time on the first day after the resume
+                # (store.campaign_status.release_at); a recipient pause that began and
+                # ended meanwhile is over.
+                due = timing.resume_send_at(timedelta(0), self._campaign_resumed_at, send_time, tz)
+                self._held_since = None
+                if self._resumed_at is not None:
+                    self._paused_at = self._resumed_at = None
+                self._schedule(position, due)
+                continue
             if self._paused_at is not None:
                 self._set_status("paused", position, due)
                 await workflow.wait_condition(
@@ -142,6 +166,13 @@ class NurtureWorkflow:
             except TimeoutError:
                 pass
         return due
+
+    def _released(self) -> bool:
+        return (
+            self._held_since is not None
+            and self._campaign_resumed_at is not None
+            and self._campaign_resumed_at >= self._held_since
+        )
 
     async def _send(
         self, position: int, due: datetime, following: int | None, following_due: datetime | None
@@ -220,6 +251,11 @@ class NurtureWorkflow:
         if status == "active" and position is not None and due is not None:
             label = timing.local_label(due, self._input.plan.time_zone)
             details = f"waits for touchpoint {position + 1} of {count}, due {label}"
+        elif status == "paused" and position is not None and self._held_since is not None:
+            details = (
+                f"held: campaign {campaign} is paused; touchpoint {position + 1} of {count} "
+                "goes out at its send time on the first day after the resume"
+            )
         elif status == "paused" and position is not None:
             details = f"paused before touchpoint {position + 1} of {count}"
         elif status == "exited":
@@ -245,6 +281,12 @@ class NurtureWorkflow:
     def resume(self, signal: ResumeSignal) -> None:
         if self._paused_at is not None and self._resumed_at is None:
             self._resumed_at = max(signal.resumed_at, self._paused_at)
+
+    @workflow.signal(name="campaign_resumed")
+    def campaign_resumed(self, signal: ResumeSignal) -> None:
+        """Kept whatever the state: it may come before the send's answer that holds us."""
+        if self._campaign_resumed_at is None or signal.resumed_at > self._campaign_resumed_at:
+            self._campaign_resumed_at = signal.resumed_at
 
     @workflow.query(name="state")
     def state(self) -> RecipientState:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import asdict
 from datetime import time
 
 from fastapi import APIRouter
@@ -13,6 +14,7 @@ from api.deps import (
     CampaignAdminDep,
     NowDep,
     SessionDep,
+    SessionsDep,
     SettingsDep,
     TemplatesDep,
     WorkflowsDep,
@@ -21,10 +23,15 @@ from api.errors import answers
 from api.schemas import (
     CampaignCreate,
     CampaignOut,
+    CampaignStatusOut,
     CampaignSummary,
     CampaignTest,
     CampaignTestOut,
     CampaignUpdate,
+    CancelledTouchpointOut,
+    Limit,
+    NumbersOut,
+    Offset,
     PathId,
     TestSendOut,
     TouchpointIn,
@@ -33,10 +40,15 @@ from api.schemas import (
 from errors import UnavailableError
 from mail.message import message_id_for
 from orchestration import WorkflowsUnavailableError
+from store import campaign_status
 from store import campaigns as store
+from store import numbers as numbers_store
+from store.campaign_status import Told
 from store.candidates import get_candidate
+from store.messages import wait_for_sends
 from store.models import (
     Campaign,
+    CampaignStatus,
     Company,
     ExitOption,
     Message,
@@ -114,9 +126,12 @@ async def create_campaign(
 
 @router.get("", response_model=list[CampaignSummary])
 async def list_campaigns(company: CampaignAdminDep, session: SessionDep) -> list[CampaignSummary]:
+    """Each campaign with its status and numbers (counted for the whole list at once)."""
     async with session.begin():
         campaigns = await store.list_campaigns(session, company.id)
-        counts = await store.count_touchpoints(session, [c.id for c in campaigns])
+        ids = [c.id for c in campaigns]
+        counts = await store.count_touchpoints(session, ids)
+        numbers = await numbers_store.numbers_by_campaign(session, company.id, ids)
     return [
         CampaignSummary(
             id=c.id,
@@ -124,6 +139,7 @@ async def list_campaigns(company: CampaignAdminDep, session: SessionDep) -> list
             status=c.status,
             touchpoints=counts.get(c.id, 0),
             saved_at=c.saved_at,
+            numbers=NumbersOut(**asdict(numbers[c.id])),
         )
         for c in campaigns
     ]
@@ -269,3 +285,111 @@ async def test_campaign(
             for m in ended
         ],
     )
+
+
+async def _status_out(
+    session: AsyncSession, campaign: Campaign, *, limit: int = 1000, offset: int = 0
+) -> CampaignStatusOut:
+    out = CampaignStatusOut(
+        id=campaign.id,
+        status=campaign.status,
+        paused_at=campaign.paused_at,
+        resumed_at=campaign.resumed_at,
+        archived_at=campaign.archived_at,
+    )
+    if campaign.status is CampaignStatus.ACTIVE and campaign.resumed_at is not None:
+        out.released = await campaign_status.released(session, campaign)
+    if campaign.status is CampaignStatus.ARCHIVED:
+        total, page = await campaign_status.archive_cancelled(
+            session, campaign, limit=limit, offset=offset
+        )
+        out.cancelled_total = total
+        out.cancelled = [
+            CancelledTouchpointOut(
+                campaign_id=campaign.id,
+                candidate_id=c.candidate_id,
+                name=c.name,
+                touchpoint=c.position + 1,
+                due_at=c.due_at,
+            )
+            for c in page
+        ]
+    return out
+
+
+@router.post(
+    "/{campaign_id}/pause", response_model=CampaignStatusOut, responses=answers(404, 409, 422)
+)
+async def pause_campaign(
+    campaign_id: PathId, company: CampaignAdminDep, session: SessionDep, now: NowDep
+) -> CampaignStatusOut:
+    """No e-mail of the campaign goes out until it is resumed; nothing that falls due
+    meanwhile is lost. Pausing a paused campaign changes nothing."""
+    async with session.begin():
+        campaign = await campaign_status.pause_campaign(session, company.id, campaign_id, now)
+        return await _status_out(session, campaign)
+
+
+@router.post(
+    "/{campaign_id}/resume",
+    response_model=CampaignStatusOut,
+    responses=answers(404, 409, 422, 503),
+)
+async def resume_campaign(
+    campaign_id: PathId,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    workflows: WorkflowsDep,
+    now: NowDep,
+) -> CampaignStatusOut:
+    """Each touchpoint that fell due during the pause goes out at its send time on the
+    first day after now, and the later ones keep their intervals after it: never a burst.
+    Repeating the resume answers the same one (and tells the workflows again, if a first
+    answer was a 503)."""
+    async with session.begin():
+        campaign = await campaign_status.resume_campaign(session, company, campaign_id, now)
+        out = await _status_out(session, campaign)
+    if campaign.resumed_at is not None:
+        await workflows.start_campaign_signals(campaign.id, Told.RESUMED, campaign.resumed_at)
+    return out
+
+
+@router.post(
+    "/{campaign_id}/archive", response_model=CampaignStatusOut, responses=answers(404, 422, 503)
+)
+async def archive_campaign(
+    campaign_id: PathId,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    workflows: WorkflowsDep,
+    now: NowDep,
+) -> CampaignStatusOut:
+    """Every recipient still in the campaign leaves (`archived`), and no one can be added
+    any more. Answers the pending touchpoints it cancelled (the first 1,000; GET the same
+    path for the others), once no e-mail of the campaign is still on its way to the peer.
+    Archiving again answers the same."""
+    async with session.begin():
+        campaign = await campaign_status.archive_campaign(session, company.id, campaign_id, now)
+        out = await _status_out(session, campaign)
+    if campaign.archived_at is not None:
+        await workflows.start_campaign_signals(campaign.id, Told.ARCHIVED, campaign.archived_at)
+    await wait_for_sends(
+        sessions, company.id, None, campaign_id=campaign.id, seconds=settings.exit_wait_seconds
+    )
+    return out
+
+
+@router.get("/{campaign_id}/archive", response_model=CampaignStatusOut, responses=answers(404, 422))
+async def archived_campaign(
+    campaign_id: PathId,
+    company: CampaignAdminDep,
+    session: SessionDep,
+    limit: Limit = 1000,
+    offset: Offset = 0,
+) -> CampaignStatusOut:
+    """The campaign's status; archived, what its archive cancelled, a page at a time."""
+    async with session.begin():
+        campaign = await store.get_campaign(session, company.id, campaign_id)
+        return await _status_out(session, campaign, limit=limit, offset=offset)

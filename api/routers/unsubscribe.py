@@ -89,7 +89,11 @@ async def unsubscribe(
         workflows, sessions, settings, signed.company_id, ended, signed.candidate_id,
         ExitReason.UNSUBSCRIBED,
     )  # fmt: skip
+    pending = sum(1 for e in ended if e.position is not None)
+    cancelled = (
+        f" {pending} pending e-mail{'s' if pending != 1 else ''} cancelled." if pending else ""
+    )
     return _page(
         "You are unsubscribed",
-        f"<p>You will receive no more campaign e-mails from {escape(company.name)}.</p>",
+        f"<p>You will receive no more campaign e-mails from {escape(company.name)}.{cancelled}</p>",
     )

@@ -47,6 +47,7 @@ class Seed:
     campaigns: list[int]
     candidates: list[int]
     batches: list[int]
+    segments: list[int]
     tokens: list[str]
     files: list[str]
 
@@ -91,6 +92,10 @@ async def _seed(api: httpx.AsyncClient, tenant: Tenant, settings: Settings) -> S
         f"/campaigns/{saved}/recipients/bulk", json={"candidate_ids": [free]}, headers=tenant.admin
     )
     assert bulk.status_code == 202, bulk.text
+    segment = await api.post(
+        "/segments", json={"name": "Consented", "filter": {"consent": True}}, headers=tenant.admin
+    )
+    assert segment.status_code == 201, segment.text
     secret = settings.signing_secret.get_secret_value()
     assert settings.mail_sink_dir is not None
     (settings.mail_sink_dir / "0001.eml").write_text(_MESSAGE)
@@ -99,6 +104,7 @@ async def _seed(api: httpx.AsyncClient, tenant: Tenant, settings: Settings) -> S
         campaigns=[saved, draft.json()["id"]],
         candidates=[enrolled, free, leaving],
         batches=[bulk.json()["batch_id"]],
+        segments=[segment.json()["id"]],
         tokens=[
             links.sign_unsubscribe(secret, tenant.company_id, leaving),
             links.sign_unsubscribe(secret, tenant.company_id, links.TEST_CANDIDATE),
@@ -130,6 +136,9 @@ _DOMAIN_RULES = [
     "PUT /disqualification-reasons",
     "POST /jobs/{job_id}/bulk-moves",
     "POST /jobs/{job_id}/bulk-moves/preview",
+    "POST /segments",
+    "PATCH /segments/{segment_id}",
+    "POST /campaigns/{campaign_id}/recipients/segment",
 ]
 
 
@@ -154,6 +163,8 @@ def _config(tenant: Tenant, seed: Seed) -> Config:
                 # an e-mail of the first stage without a sender, or one "from the mover"
                 # in a move by a service key; a teammate, job or pool an action names that
                 # is not the company's; a bulk move's stage or reason that is not there;
+                # a segment's custom field the company does not declare, or its
+                # last_contacted asking two things at once, or a segment that is not there;
                 # and a token must be signed.
                 _also_refused(422, **{"include-name": _DOMAIN_RULES}),
                 _also_refused(400, **{"include-path": "/unsubscribe/{token}"}),
@@ -163,6 +174,7 @@ def _config(tenant: Tenant, seed: Seed) -> Config:
                 "campaigns": {"values": seed.campaigns},
                 "candidates": {"values": seed.candidates},
                 "batches": {"values": seed.batches},
+                "segments": {"values": seed.segments},
                 "tokens": {"values": seed.tokens},
                 "files": {"values": seed.files},
             },
@@ -170,6 +182,8 @@ def _config(tenant: Tenant, seed: Seed) -> Config:
                 "path.campaign_id": {"dictionary": "campaigns", **ids},
                 "path.candidate_id": {"dictionary": "candidates", **ids},
                 "path.batch_id": {"dictionary": "batches", **ids},
+                "path.segment_id": {"dictionary": "segments", **ids},
+                "body.segment_id": {"dictionary": "segments", **ids},
                 "path.token": {"dictionary": "tokens", **ids},
                 "path.file": {"dictionary": "files", **ids},
                 "body.candidate_id": {"dictionary": "candidates", **ids},

@@ -517,7 +517,7 @@ async def test_the_store_stops_a_due_send_even_when_no_signal_arrived(
             if row.candidate_id == paused:
                 row.status, row.paused_at = RecipientStatus.PAUSED, await env.get_current_time()
             else:
-                exit_enrolment(row, ExitReason.REMOVED, await env.get_current_time())
+                await exit_enrolment(session, row, ExitReason.REMOVED, await env.get_current_time())
     await sleep_until(env, day1, 12)
     assert (await final_state(env, campaign, removed)).exit_reason == "removed"
     assert mail.messages == []
@@ -548,7 +548,7 @@ class _RemovingMidSend(Mailer):
     ) -> None:  # fmt: skip
         async with self.sessions() as session, session.begin():
             for row in (await session.scalars(select(Enrolment))).all():
-                exit_enrolment(row, ExitReason.REMOVED, row.entered_at)
+                await exit_enrolment(session, row, ExitReason.REMOVED, row.entered_at)
         await super().send(message, sender, recipient, before_dot)
 
 

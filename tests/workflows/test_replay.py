@@ -24,6 +24,7 @@ def test_there_are_histories_to_replay() -> None:
         "stage-actions-v1-cancelled.json",
         "stage-actions-v1-failed.json",
         "stage-actions-v2-replied.json",
+        "nurture-v4-held.json",
     } <= names
 
 

@@ -79,16 +79,30 @@ async def record(label: str) -> None:
         applied = await add_candidate(api, tenant, email="a@example.org")
         for candidate in (completed, paused, applied):
             await enrol(api, tenant, campaign, candidate)
+        # From v4: a whole campaign paused while a touchpoint falls due, then resumed.
+        held_campaign = await saved_campaign(api, tenant, plan)
+        held = await add_candidate(api, tenant, email="h@example.org")
+        await enrol(api, tenant, held_campaign, held)
         await env.sleep(timedelta(days=2))
+        assert (
+            await api.post(f"/campaigns/{held_campaign}/pause", headers=tenant.admin)
+        ).is_success
         recipients = f"/campaigns/{campaign}/recipients/{paused}"
         assert (await api.post(f"{recipients}/pause", headers=tenant.admin)).status_code == 200
         event = {"id": "ats-1", "type": "applied", "candidate_id": applied}
         assert (await api.post("/events", json=event, headers=tenant.service)).status_code == 200
         await env.sleep(timedelta(days=3))
         assert (await api.post(f"{recipients}/resume", headers=tenant.admin)).status_code == 200
+        resumed = await api.post(f"/campaigns/{held_campaign}/resume", headers=tenant.admin)
+        assert resumed.json()["released"] == 1
         await env.sleep(timedelta(days=10))
-        for name, candidate in (("completed", completed), ("paused", paused), ("applied", applied)):
-            handle = env.client.get_workflow_handle(nurture_workflow_id(campaign, candidate))
+        for name, campaign_id, candidate in (
+            ("completed", campaign, completed),
+            ("paused", campaign, paused),
+            ("applied", campaign, applied),
+            ("held", held_campaign, held),
+        ):
+            handle = env.client.get_workflow_handle(nurture_workflow_id(campaign_id, candidate))
             await handle.result()
             history = await handle.fetch_history()
             path = HERE / f"nurture-{label}-{name}.json"
