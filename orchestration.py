@@ -26,6 +26,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from errors import UnavailableError
+from store.campaign_status import Told
 
 # Modules, not names: the enrolment batch's workflow imports the activity that imports us.
 from workflows import (
@@ -59,7 +60,6 @@ from workflows.nurture import CAMPAIGN_ID, CANDIDATE_ID, STATE, NurtureWorkflow
 from workflows.timing import first_send_at, local_label
 
 if TYPE_CHECKING:
-    from store.campaign_status import Told
     from store.enrolments import Ended
     from store.models import Move
     from store.moves import MoveDecision
@@ -249,7 +249,8 @@ class Workflows:
                     CampaignSignalsInput(campaign_id, told.value, at),
                     id=workflow_id,
                     task_queue=self._task_queue,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    # A repeated request tells them again if the first telling failed.
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
                     static_summary=f"Tells campaign {campaign_id}'s workflows: {told.value}",
                 )
             except WorkflowAlreadyStartedError:
@@ -260,7 +261,7 @@ class Workflows:
     ) -> None:
         """One recipient's workflow, told of its campaign's archive (an exit) or resume."""
         workflow_id = nurture_workflow_id(campaign_id, candidate_id)
-        if told.value == ExitReason.ARCHIVED.value:
+        if told is Told.ARCHIVED:
             await self._signal(workflow_id, "exit", ExitSignal(ExitReason.ARCHIVED, run))
         else:
             await self._signal(workflow_id, "campaign_resumed", ResumeSignal(at))

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from orchestration import Workflows
 
 _PAGE = 1000
+# Progress is reported this often, well within the heartbeat timeout on a busy server.
+_BEAT = 100
 
 
 class CampaignSignalActivities:
@@ -36,11 +38,17 @@ class CampaignSignalActivities:
         details = activity.info().heartbeat_details
         after, count = (int(details[0]), int(details[1])) if details else (0, 0)
 
+        told_in_page = 0
+
         async def tell(candidate_id: int, run: int) -> None:
+            nonlocal told_in_page
             async with self._signals:
                 await self._workflows.tell_campaign(
                     call.campaign_id, candidate_id, run, told, call.at
                 )
+            told_in_page += 1
+            if told_in_page % _BEAT == 0:
+                activity.heartbeat(after, count)  # alive; the page is not done yet
 
         while True:
             async with self._sessions() as session:

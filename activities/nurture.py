@@ -133,6 +133,8 @@ _ENROLMENT = locking(
         _CANDIDATES.c.erased_at,
         _CANDIDATES.c.unsubscribed_at,
         _CAMPAIGNS.c.status.label("campaign_status"),
+        _CAMPAIGNS.c.paused_at.label("campaign_paused_at"),
+        _CAMPAIGNS.c.resumed_at.label("campaign_resumed_at"),
     )
     .select_from(
         _ENROLMENTS.outerjoin(_CANDIDATES, _CANDIDATES.c.id == _ENROLMENTS.c.candidate_id).join(
@@ -224,12 +226,14 @@ class _TouchpointSource:
             return SendResult(SendOutcome.LEFT, exit_reason=exit.value)
         if status is RecipientStatus.PAUSED:
             return SendResult(SendOutcome.PAUSED, paused_at=enrolment["paused_at"])
-        if enrolment["campaign_status"] is CampaignStatus.PAUSED:
-            paused_at = await campaign_status.hold(
-                session, enrolment, self.call.position, self.call.scheduled_at, now()
-            )
-            if paused_at is not None:
-                return SendResult(SendOutcome.PAUSED, paused_at=now(), campaign_paused_at=paused_at)
+        held = await campaign_status.hold_if_paused(
+            session, enrolment, self.call.position, self.call.scheduled_at, now()
+        )
+        if held is not None:
+            return SendResult(
+                SendOutcome.PAUSED, paused_at=now(),
+                campaign_paused_at=held.paused_at, campaign_resumed_at=held.resumed_at,
+            )  # fmt: skip
         return None
 
     async def content(self, session: AsyncSession, message: MessageRow) -> Content:

@@ -84,6 +84,7 @@ from bench.stack import (
     Running,
     Stack,
     count,
+    cpu_seconds,
     create_campaign,
     log,
     versions,
@@ -110,6 +111,11 @@ class Enrolments(Store):
         return await asyncio.to_thread(self._scalar, query, {"campaign": campaign_id})
 
 
+def own_cpu() -> float:
+    """This process's CPU seconds: the bare side's client sends its signals from here."""
+    return cpu_seconds(os.getpid()) or 0.0
+
+
 # -- ours ---------------------------------------------------------------------------------
 
 
@@ -130,6 +136,7 @@ class Ours:
     exits_per_s: float | None = None
     cpu_post: dict[str, float] = field(default_factory=dict)  # until the answer
     cpu: dict[str, float] = field(default_factory=dict)  # until N closed
+    client_cpu_s: float | None = None  # this process (it only polls), until N closed
 
 
 async def enrol(
@@ -170,7 +177,7 @@ async def run_ours(
         return n if await count(client, teller_query) else 0
 
     log(f"ours: POST /campaigns/{ours.campaign_id}/archive, {n} recipients")
-    cpu0 = cpu_now(stack)
+    cpu0, client0 = cpu_now(stack), own_cpu()
     t0 = time.monotonic()
     probes = {"closed": closed, "told": told}
     watcher = asyncio.create_task(watch("ours", probes, n, t0, cpu0, args, stack))
@@ -193,6 +200,7 @@ async def run_ours(
         watcher.cancel()
     ours.closed_s, ours.told_s = watched.reached_s["closed"], watched.reached_s["told"]
     ours.closed, ours.cpu = watched.last["closed"], watched.cpu
+    ours.client_cpu_s = round(own_cpu() - client0, 2)
     ours.exits_per_s = rate(n, ours.closed_s)
     async for execution in client.list_workflows(teller_query):
         ours.told = await client.get_workflow_handle(execution.id).result()
@@ -216,6 +224,7 @@ class Bare:
     request_s_p95: float | None = None
     request_s_max: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # until N closed
+    client_cpu_s: float | None = None  # this process: the signals and the polls
 
 
 def bare_id(run: str, i: int) -> str:
@@ -271,7 +280,7 @@ async def run_bare(running: Running, bare: Bare, args: argparse.Namespace) -> Ba
         durations.append(time.monotonic() - sent)
 
     log(f"bare: {n} signals, {args.signal_concurrency} in flight")
-    cpu0 = cpu_now(stack)
+    cpu0, client0 = cpu_now(stack), own_cpu()
     t0 = time.monotonic()
     probes = {"closed": closed, "signalled": signalled}
     watcher = asyncio.create_task(watch("bare", probes, n, t0, cpu0, args, stack))
@@ -287,6 +296,7 @@ async def run_bare(running: Running, bare: Bare, args: argparse.Namespace) -> Ba
         watched.last["closed"],
         watched.cpu,
     )
+    bare.client_cpu_s = round(own_cpu() - client0, 2)
     bare.exits_per_s = rate(n, bare.closed_s)
     bare.request_s_median, bare.request_s_p95, bare.request_s_max = spread(durations)
     return bare
@@ -313,6 +323,8 @@ def table(results: dict[str, Any]) -> str:
          f"{cell(ms(b.request_s_median))} / {cell(ms(b.request_s_p95))} / "
          f"{cell(ms(b.request_s_max))}", ""),
         *cpu_rows(o.cpu, b.cpu),
+        ("this client's CPU s (bare: its signals)", cell(o.client_cpu_s), cell(b.client_cpu_s),
+         ""),
         ("setup: s to N asleep", cell(o.enrolled_s), cell(b.started_s), ""),
     ]  # fmt: skip
     lines = layout(rows)

@@ -18,7 +18,7 @@ from datetime import datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, case, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from errors import ConflictError
@@ -30,9 +30,11 @@ from store.models import (
     Candidate,
     Company,
     Enrolment,
+    Message,
     RecipientEvent,
     RecipientEventKind,
     RecipientStatus,
+    Touchpoint,
     table,
 )
 from store.session import locking
@@ -41,6 +43,7 @@ from workflows.contracts import ExitReason
 
 _CAMPAIGNS, _ENROLMENTS, _EVENTS = table(Campaign), table(Enrolment), table(RecipientEvent)
 _STAYING = _ENROLMENTS.c.status.in_(enrolment_store.STAYING)
+_SENDING = enrolment_store.in_flight(table(Message).c.position == _ENROLMENTS.c.next_position)
 
 
 class Told(StrEnum):
@@ -50,46 +53,100 @@ class Told(StrEnum):
     RESUMED = "resumed"
 
 
-async def hold(
-    session: AsyncSession, enrolment: Any, position: int, due: datetime | None, now: datetime
-) -> datetime | None:
-    """The send path found the campaign paused: the recipient is held until the resume.
-    Answers the pause's moment, which the workflow waits to see resumed, or None when the
-    campaign was resumed meanwhile (send).
+@dataclass(frozen=True)
+class Held:
+    """A send the campaign's pause holds: since `paused_at`, until a resume; `resumed_at`
+    when the resume came already (the touchpoint fell due in the pause, its send only
+    now), which releases it at once."""
 
-    The campaign is read again under a share lock (PostgreSQL): a resume in flight
-    commits first (then this sends), or waits for this hold to commit and then releases
-    it. A recipient held already (a retry) takes no lock: a resume releasing it would wait
-    for this transaction's lock on the enrolment while this one waited for the resume's on
-    the campaign."""
+    paused_at: datetime
+    resumed_at: datetime | None = None
+
+
+async def hold_if_paused(
+    session: AsyncSession, enrolment: Any, position: int, due: datetime | None, now: datetime
+) -> Held | None:
+    """The send path's last question about the campaign: None lets the send go.
+
+    Paused, the recipient is held until the resume. The campaign is read again under a
+    share lock (PostgreSQL): a resume in flight commits first (then this sees it resumed),
+    or waits for this hold to commit and then releases it. A recipient held already (a
+    retry) takes no lock: a resume releasing it would wait for this transaction's lock on
+    the enrolment while this one waited for the resume's on the campaign.
+
+    Resumed, a touchpoint that fell due during the pause and reaches its send only now
+    (its workflow's task waited past the resume) goes at its send time after the resume,
+    as the resume would have released it: never at once, in a burst."""
     if enrolment["held_since"] is not None:
-        held: datetime = enrolment["held_since"]
-        return held
-    found = (
-        await (await session.connection()).execute(
-            select(_CAMPAIGNS.c.status, _CAMPAIGNS.c.paused_at)
-            .where(_CAMPAIGNS.c.id == enrolment["campaign_id"])
-            .with_for_update(read=True)
-        )
-    ).first()
-    if found is None or found.status is not CampaignStatus.PAUSED or found.paused_at is None:
-        return None
-    await (await session.connection()).execute(
-        update(_ENROLMENTS)
-        .where(_ENROLMENTS.c.id == enrolment["id"])
-        .values(held_since=found.paused_at)
+        return Held(enrolment["held_since"])
+    campaign = enrolment
+    if enrolment["campaign_status"] is CampaignStatus.PAUSED:
+        found = (
+            await (await session.connection()).execute(
+                select(
+                    _CAMPAIGNS.c.status.label("campaign_status"),
+                    _CAMPAIGNS.c.paused_at.label("campaign_paused_at"),
+                    _CAMPAIGNS.c.resumed_at.label("campaign_resumed_at"),
+                )
+                .where(_CAMPAIGNS.c.id == enrolment["campaign_id"])
+                .with_for_update(read=True)
+            )
+        ).first()
+        if found is None:
+            return None
+        campaign = found._mapping
+    paused, resumed = campaign["campaign_paused_at"], campaign["campaign_resumed_at"]
+    if campaign["campaign_status"] is CampaignStatus.PAUSED and paused is not None:
+        await _set(session, enrolment["id"], held_since=paused)
+        await enrolment_store.record(session, [_held(enrolment, position, due, now)])
+        return Held(paused)
+    late = (
+        due is not None and paused is not None and resumed is not None and paused <= due < resumed
     )
+    if not late:
+        return None
+    moment = await _release_moment(session, enrolment["campaign_id"], position, resumed)
+    await _set(session, enrolment["id"], next_send_at=moment, released_at=resumed)
     await enrolment_store.record(
         session,
         [
+            _held(enrolment, position, due, now),
             enrolment_store.event_row(
-                enrolment, RecipientEventKind.HELD, now,
-                reason="campaign paused", position=position, due_at=due,
-            )
+                enrolment, RecipientEventKind.RELEASED, now, position=position, due_at=moment
+            ),
         ],
+    )
+    return Held(paused, resumed)
+
+
+def _held(enrolment: Any, position: int, due: datetime | None, now: datetime) -> dict[str, Any]:
+    return enrolment_store.event_row(
+        enrolment, RecipientEventKind.HELD, now,
+        reason="campaign paused", position=position, due_at=due,
     )  # fmt: skip
-    paused_at: datetime = found.paused_at
-    return paused_at
+
+
+async def _set(session: AsyncSession, enrolment_id: int, **values: Any) -> None:
+    await (await session.connection()).execute(
+        update(_ENROLMENTS).where(_ENROLMENTS.c.id == enrolment_id).values(**values)
+    )
+
+
+async def _release_moment(
+    session: AsyncSession, campaign_id: int, position: int, resumed_at: datetime
+) -> datetime | None:
+    found = (
+        await (await session.connection()).execute(
+            select(Touchpoint.send_hour, Touchpoint.send_minute, Company.time_zone)
+            .join(Company, Company.id == Touchpoint.company_id)
+            .where(Touchpoint.campaign_id == campaign_id, Touchpoint.position == position)
+        )
+    ).first()
+    if found is None:
+        return None
+    return timing.resume_send_at(
+        timedelta(0), resumed_at, time(found.send_hour, found.send_minute), found.time_zone
+    )
 
 
 async def pause_campaign(
@@ -122,14 +179,25 @@ async def resume_campaign(
     session: AsyncSession, company: Company, campaign_id: int, now: datetime
 ) -> Campaign:
     """Every held recipient's touchpoint goes out at its send time on the first day after
-    now (never a burst). Resuming again answers the same resume."""
+    now (never a burst). Resuming again answers the same resume.
+
+    The held recipients are locked before the campaign, in the archive's order (see
+    `archive_campaign`), so that the two never wait for each other."""
+    await campaign_store.get_campaign(session, company.id, campaign_id)
+    connection = await session.connection()
+    await connection.execute(
+        locking(
+            select(_ENROLMENTS.c.id).where(
+                _ENROLMENTS.c.campaign_id == campaign_id, _ENROLMENTS.c.held_since.is_not(None)
+            )
+        )
+    )
     campaign = await campaign_store.get_campaign(session, company.id, campaign_id, for_update=True)
     if _resumed(campaign):
         return campaign
     if campaign.status is not CampaignStatus.PAUSED:
         raise ConflictError(f"Campaign {campaign_id} is {campaign.status.value}, not paused.")
     campaign.status, campaign.resumed_at = CampaignStatus.ACTIVE, now
-    connection = await session.connection()
     for touchpoint in await campaign_store.list_touchpoints(session, campaign.id):
         due = release_at(now, time(touchpoint.send_hour, touchpoint.send_minute), company)
         held = (
@@ -139,9 +207,9 @@ async def resume_campaign(
         )
         await connection.execute(
             insert(_EVENTS).from_select(
-                [*_EVENT_IDS, "kind", "at", "position", "due_at"],
+                [*enrolment_store.EVENT_IDS, "kind", "at", "position", "due_at"],
                 select(
-                    *_ENROLMENT_IDS,
+                    *enrolment_store.ENROLMENT_IDS,
                     literal(RecipientEventKind.RELEASED.value),
                     literal(now, _EVENTS.c.at.type),
                     _ENROLMENTS.c.next_position,
@@ -162,16 +230,6 @@ def release_at(resumed_at: datetime, at: time, company: Company) -> datetime:
     """Where a held touchpoint goes after the resume: its send time on the first day that
     moment is ahead (the workflow computes the same, from the same resume moment)."""
     return timing.resume_send_at(timedelta(0), resumed_at, at, company.time_zone)
-
-
-_EVENT_IDS = ("company_id", "enrolment_id", "campaign_id", "candidate_id", "run")
-_ENROLMENT_IDS = (
-    _ENROLMENTS.c.company_id,
-    _ENROLMENTS.c.id,
-    _ENROLMENTS.c.campaign_id,
-    _ENROLMENTS.c.candidate_id,
-    _ENROLMENTS.c.run,
-)
 
 
 async def archive_campaign(
@@ -195,14 +253,15 @@ async def archive_campaign(
     await session.flush()
     await connection.execute(
         insert(_EVENTS).from_select(
-            [*_EVENT_IDS, "kind", "at", "reason", "position", "due_at"],
+            [*enrolment_store.EVENT_IDS, "kind", "at", "reason", "position", "due_at"],
             select(
-                *_ENROLMENT_IDS,
+                *enrolment_store.ENROLMENT_IDS,
                 literal(RecipientEventKind.EXITED.value),
                 literal(now, _EVENTS.c.at.type),
                 literal(ExitReason.ARCHIVED.value),
-                _ENROLMENTS.c.next_position,
-                _ENROLMENTS.c.next_send_at,
+                # A touchpoint whose e-mail is with the mail server is not cancelled.
+                case((_SENDING, None), else_=_ENROLMENTS.c.next_position),
+                case((_SENDING, None), else_=_ENROLMENTS.c.next_send_at),
             ).where(*staying),
         )
     )

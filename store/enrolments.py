@@ -12,7 +12,7 @@ from datetime import datetime, time
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Exists, bindparam, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +25,9 @@ from store.models import (
     Company,
     Enrolment,
     EnrolmentBatch,
+    Message,
+    MessageSource,
+    MessageState,
     RecipientEvent,
     RecipientEventKind,
     RecipientStatus,
@@ -184,6 +187,14 @@ async def add_recipients(
             "Another request is adding some of these candidates to this campaign right now; "
             "retry in a moment (nothing was added)."
         ) from None
+    if any(v.enrolment is not None for v in verdicts):
+        # Read again under a share lock, after the enrolments' (the archive's order): an
+        # archive that committed meanwhile refuses the add, one in flight waits for it.
+        status = await session.scalar(
+            select(Campaign.status).where(Campaign.id == campaign.id).with_for_update(read=True)
+        )
+        if status is CampaignStatus.ARCHIVED:
+            raise ConflictError(f"Campaign {campaign.id} is archived: no one can be added.")
     await record(
         session,
         [
@@ -197,6 +208,8 @@ async def add_recipients(
 
 _EVENTS = table(RecipientEvent)
 _IDS = ("company_id", "id", "campaign_id", "candidate_id", "run")
+# The same, as a timeline row's columns, and as the enrolment's (for INSERT ... SELECT).
+EVENT_IDS = ("company_id", "enrolment_id", "campaign_id", "candidate_id", "run")
 
 
 def event_row(
@@ -327,6 +340,19 @@ class Ended:
     position: int | None
     due_at: datetime | None
 
+    def to_json(self) -> list[Any]:
+        """As a stored answer keeps it (ids and times only): [campaign, run, position, due]."""
+        return [self.campaign_id, self.run, self.position, self.due_at and self.due_at.isoformat()]
+
+    @classmethod
+    def from_json(cls, candidate_id: int, stored: list[Any]) -> Ended:
+        """From `to_json`; answers recorded before it held only [campaign, run]."""
+        campaign_id, run, *rest = stored
+        position, due = [*rest, None, None][:2]
+        return cls(
+            campaign_id, candidate_id, run, position, datetime.fromisoformat(due) if due else None
+        )
+
 
 def _exited(reason: ExitReason, now: datetime) -> dict[str, Any]:
     return {
@@ -342,11 +368,15 @@ def _exited(reason: ExitReason, now: datetime) -> dict[str, Any]:
 async def exit_enrolment(
     session: AsyncSession, enrolment: Enrolment, reason: ExitReason, now: datetime
 ) -> Ended:
-    """The enrolment leaves, and its timeline says what it cancelled."""
-    ended = Ended(
-        enrolment.campaign_id, enrolment.candidate_id, enrolment.run,
-        enrolment.next_position, enrolment.next_send_at,
-    )  # fmt: skip
+    """The enrolment leaves, and its timeline says what it cancelled: its pending
+    touchpoint, unless that one's e-mail is already with the mail server (`sending`: it
+    will be delivered, or end unconfirmed, and is not cancelled)."""
+    position, due = enrolment.next_position, enrolment.next_send_at
+    if position is not None and await session.scalar(
+        select(in_flight(_ENROLMENTS.c.id == enrolment.id, _MESSAGES.c.position == position))
+    ):
+        position = due = None
+    ended = Ended(enrolment.campaign_id, enrolment.candidate_id, enrolment.run, position, due)
     await record(
         session,
         [
@@ -361,7 +391,20 @@ async def exit_enrolment(
     return ended
 
 
-_ENROLMENTS = table(Enrolment)
+_ENROLMENTS, _MESSAGES = table(Enrolment), table(Message)
+ENROLMENT_IDS = tuple(_ENROLMENTS.c[name] for name in _IDS)
+
+
+def in_flight(*where: ColumnElement[bool]) -> Exists:
+    """Whether a touchpoint e-mail of the enrolment is with the mail server right now."""
+    return exists().where(
+        _MESSAGES.c.enrolment_id == _ENROLMENTS.c.id,
+        _MESSAGES.c.source_kind == MessageSource.TOUCHPOINT,
+        _MESSAGES.c.state == MessageState.SENDING,
+        *where,
+    )
+
+
 _EXIT = update(_ENROLMENTS).where(_ENROLMENTS.c.id == bindparam("enrolment_id"))
 
 

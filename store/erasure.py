@@ -364,10 +364,7 @@ def _names(answer: Any, candidate_id: int) -> bool:
 def _report(ended: list[Ended], cancelled: list[Cancelled]) -> dict[str, Any]:
     """What the erasure cancelled, ids and times only, to answer a repeat with."""
     return {
-        "ended": [
-            [e.campaign_id, e.run, e.position, e.due_at.isoformat() if e.due_at else None]
-            for e in ended
-        ],
+        "ended": [e.to_json() for e in ended],
         "cancelled": [
             [c.move_id, c.action_id, c.kind.value, c.due_at.isoformat()] for c in cancelled
         ],
@@ -377,10 +374,7 @@ def _report(ended: list[Ended], cancelled: list[Cancelled]) -> dict[str, Any]:
 async def _repeated(session: AsyncSession, company_id: int, candidate: Candidate) -> Erasure:
     assert candidate.erased_at is not None
     report = candidate.erasure or {}
-    ended = [
-        Ended(campaign, candidate.id, run, position, datetime.fromisoformat(due) if due else None)
-        for campaign, run, position, due in report.get("ended", [])
-    ]
+    ended = [Ended.from_json(candidate.id, e) for e in report.get("ended", [])]
     cancelled = [
         Cancelled(move, action, ActionKind(kind), datetime.fromisoformat(due))
         for move, action, kind, due in report.get("cancelled", [])

@@ -35,12 +35,7 @@ async def record_event(
         type=type,
         candidate_id=candidate_id,
         occurred_at=occurred_at,
-        ended={
-            "ended": [
-                [e.campaign_id, e.run, e.position, e.due_at.isoformat() if e.due_at else None]
-                for e in ended
-            ]
-        },
+        ended={"ended": [e.to_json() for e in ended]},
     )
     session.add(event)
     await session.flush()
@@ -48,15 +43,5 @@ async def record_event(
 
 
 def ended_of(event: ReceivedEvent) -> list[Ended]:
-    """What a recorded event ended, as it answered the first time. (Events recorded before
-    the cancelled touchpoints were kept hold only the campaign and run.)"""
-    out = []
-    for campaign_id, run, *rest in event.ended.get("ended", []):
-        position, due = [*rest, None, None][:2]
-        out.append(
-            Ended(
-                campaign_id, event.candidate_id, run, position,
-                datetime.fromisoformat(due) if due else None,
-            )
-        )  # fmt: skip
-    return out
+    """What a recorded event ended, as it answered the first time."""
+    return [Ended.from_json(event.candidate_id, e) for e in event.ended.get("ended", [])]

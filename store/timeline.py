@@ -34,6 +34,9 @@ _MESSAGE_WHY = {
 }
 
 
+_RANK = {"entered": 0, "opened": 2, "completed": 3}
+
+
 @dataclass(frozen=True)
 class Entry:
     at: datetime
@@ -106,7 +109,9 @@ async def timeline(session: AsyncSession, enrolment: Enrolment) -> list[Entry]:
     ).all()
     entries += [_message_entry(m, _run_of(m)) for m in messages]
     entries += await _opens(session, messages)
-    entries.sort(key=lambda e: (e.at, e.run))
+    # Within a second, the order of cause and effect: a send before the completion it
+    # makes, an exit before the touchpoint it skipped (the sort keeps ties in place).
+    entries.sort(key=lambda e: (e.run, e.at.replace(microsecond=0), _RANK.get(e.kind, 1)))
     if enrolment.status in (RecipientStatus.ACTIVE, RecipientStatus.PAUSED) and (
         enrolment.next_position is not None
     ):

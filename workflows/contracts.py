@@ -118,6 +118,8 @@ class SendResult:
     why: str | None = None
     # PAUSED because the whole campaign is: the pause's moment, which its resume follows.
     campaign_paused_at: datetime | None = None
+    # ...or was, when this touchpoint fell due, and has been resumed since: its moment.
+    campaign_resumed_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,8 @@ class NurtureWorkflow:
             if result.outcome is SendOutcome.PAUSED:
                 if result.campaign_paused_at is not None:
                     self._held_since = result.campaign_paused_at
+                    if result.campaign_resumed_at is not None:
+                        self._campaign_resumed(result.campaign_resumed_at)
                 # The store said paused before our signal arrived: wait as if it had.
                 elif self._paused_at is None:
                     self._paused_at = result.paused_at or workflow.now()
@@ -285,8 +287,11 @@ class NurtureWorkflow:
     @workflow.signal(name="campaign_resumed")
     def campaign_resumed(self, signal: ResumeSignal) -> None:
         """Kept whatever the state: it may come before the send's answer that holds us."""
-        if self._campaign_resumed_at is None or signal.resumed_at > self._campaign_resumed_at:
-            self._campaign_resumed_at = signal.resumed_at
+        self._campaign_resumed(signal.resumed_at)
+
+    def _campaign_resumed(self, at: datetime) -> None:
+        if self._campaign_resumed_at is None or at > self._campaign_resumed_at:
+            self._campaign_resumed_at = at
 
     @workflow.query(name="state")
     def state(self) -> RecipientState:

@@ -56,6 +56,7 @@ from store.models import (
     MessageState,
     Touchpoint,
 )
+from store.session import transaction
 from workflows.contracts import CampaignTestInput
 
 router = APIRouter(prefix="/campaigns", tags=["campaigns"], responses=answers(401, 403))
@@ -321,13 +322,22 @@ async def _status_out(
     "/{campaign_id}/pause", response_model=CampaignStatusOut, responses=answers(404, 409, 422)
 )
 async def pause_campaign(
-    campaign_id: PathId, company: CampaignAdminDep, session: SessionDep, now: NowDep
+    campaign_id: PathId,
+    company: CampaignAdminDep,
+    sessions: SessionsDep,
+    settings: SettingsDep,
+    now: NowDep,
 ) -> CampaignStatusOut:
-    """No e-mail of the campaign goes out until it is resumed; nothing that falls due
-    meanwhile is lost. Pausing a paused campaign changes nothing."""
-    async with session.begin():
+    """No e-mail of the campaign goes out until it is resumed (the answer comes once none
+    is still on its way to the mail server); nothing that falls due meanwhile is lost.
+    Pausing a paused campaign changes nothing."""
+    async with transaction(sessions) as session:
         campaign = await campaign_status.pause_campaign(session, company.id, campaign_id, now)
-        return await _status_out(session, campaign)
+        out = await _status_out(session, campaign)
+    await wait_for_sends(
+        sessions, company.id, None, campaign_id=campaign.id, seconds=settings.exit_wait_seconds
+    )
+    return out
 
 
 @router.post(
@@ -338,7 +348,7 @@ async def pause_campaign(
 async def resume_campaign(
     campaign_id: PathId,
     company: CampaignAdminDep,
-    session: SessionDep,
+    sessions: SessionsDep,
     workflows: WorkflowsDep,
     now: NowDep,
 ) -> CampaignStatusOut:
@@ -346,7 +356,7 @@ async def resume_campaign(
     first day after now, and the later ones keep their intervals after it: never a burst.
     Repeating the resume answers the same one (and tells the workflows again, if a first
     answer was a 503)."""
-    async with session.begin():
+    async with transaction(sessions) as session:
         campaign = await campaign_status.resume_campaign(session, company, campaign_id, now)
         out = await _status_out(session, campaign)
     if campaign.resumed_at is not None:
@@ -360,7 +370,6 @@ async def resume_campaign(
 async def archive_campaign(
     campaign_id: PathId,
     company: CampaignAdminDep,
-    session: SessionDep,
     sessions: SessionsDep,
     settings: SettingsDep,
     workflows: WorkflowsDep,
@@ -370,7 +379,7 @@ async def archive_campaign(
     any more. Answers the pending touchpoints it cancelled (the first 1,000; GET the same
     path for the others), once no e-mail of the campaign is still on its way to the peer.
     Archiving again answers the same."""
-    async with session.begin():
+    async with transaction(sessions) as session:
         campaign = await campaign_status.archive_campaign(session, company.id, campaign_id, now)
         out = await _status_out(session, campaign)
     if campaign.archived_at is not None:

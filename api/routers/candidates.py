@@ -161,8 +161,8 @@ async def erase_candidate(
     async with transaction(sessions) as session:
         erasure = await erasure_store.erase_candidate(session, caller.company_id, candidate_id, now)
     # The store is the truth from the commit on: nothing cancelled goes out, told or not.
-    await workflows.tell_moves(erasure.moves, ERASED)
     try:
+        await workflows.tell_moves(erasure.moves, ERASED)
         await workflows.exit_nurtures(
             erasure.ended, ExitReason.ERASED,
             consequence="The candidate is erased and nothing more will go out to them, but "

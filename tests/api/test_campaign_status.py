@@ -3,13 +3,24 @@ timeline. Over HTTP, on the time-skipping server, with a real SMTP sink."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.message import Message as Email
 
 import httpx
+from sqlalchemy import select, update
 from temporalio.testing import WorkflowEnvironment
 
+from activities.nurture import NurtureActivities
+from config import Settings
+from mail.sandbox import TemplateSandbox
+from mail.smtp import Mailer
+from store.models import Campaign, Enrolment, RecipientEvent
 from store.session import SessionFactory
-from tests.builders import add_candidate, enrol, saved_campaign, touchpoint
+from tests.api.test_numbers import APPLE_PROXY, READER, _pixel
+from tests.builders import add_candidate, due_touchpoint, enrol, saved_campaign, touchpoint
 from tests.conftest import Inbox, Tenant
 from tests.snapshot import unchanged
 from tests.workflows.test_nurture import (
@@ -19,7 +30,7 @@ from tests.workflows.test_nurture import (
     sent_at,
     sleep_until,
 )
-from workflows.contracts import nurture_workflow_id
+from workflows.contracts import SendOutcome, nurture_workflow_id
 from workflows.nurture import NurtureWorkflow
 
 
@@ -241,3 +252,115 @@ async def test_the_timeline_says_what_happened_to_each_touchpoint_and_when(
     assert timeline.json()["status"] == "exited"
     other = await api.get(f"/campaigns/{campaign}/recipients/424242/timeline", headers=tenant.admin)
     assert other.status_code == 404
+
+
+async def test_the_timeline_shows_each_open_by_a_person_or_a_machine(
+    env: WorkflowEnvironment, api: httpx.AsyncClient, tenant: Tenant, inbox: tuple[Inbox, int],
+) -> None:  # fmt: skip
+    mail, _ = inbox
+    assert (
+        await api.patch("/company", json={"open_tracking": True}, headers=tenant.admin)
+    ).status_code == 200
+    campaign = await saved_campaign(api, tenant, [touchpoint(tenant, "One", format="branded")])
+    ada = await add_candidate(api, tenant, email="ada@example.org")
+    day1 = await noon_tomorrow(env)
+    await enrol(api, tenant, campaign, ada)
+    await sleep_until(env, day1, 12)
+    [message] = await mail.wait_for(1)
+    pixel = _pixel(message)
+    for agent in (READER, APPLE_PROXY):
+        assert (await api.get(pixel, headers={"User-Agent": agent})).status_code == 200
+    timeline = await api.get(
+        f"/campaigns/{campaign}/recipients/{ada}/timeline", headers=tenant.admin
+    )
+    entries = [(e["kind"], e["touchpoint"], e["why"]) for e in timeline.json()["entries"]]
+    assert entries[1:4] == [
+        ("sent", 1, "delivered to the mail server"),
+        ("completed", None, "every touchpoint has been sent"),
+        ("opened", 1, "by a person"),
+    ]
+    assert entries[4][:2] == ("opened", 1) and entries[4][2].startswith("by a machine: Apple")
+
+
+async def test_a_send_that_fell_due_in_the_pause_and_comes_after_the_resume_waits(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
+    mailer: Mailer, templates: TemplateSandbox, inbox: tuple[Inbox, int],
+) -> None:  # fmt: skip
+    """Its workflow's task waited past the resume (a backlog, a worker down): the send
+    does not go at once, in a burst, but at its send time after the resume."""
+    mail, _ = inbox
+    call = await due_touchpoint(api, tenant, sessions)  # due 2030-01-01 08:00 UTC
+    resumed_at = datetime(2030, 1, 2, 10, tzinfo=UTC)  # 11:00 in Paris
+    async with sessions() as session, session.begin():
+        await session.execute(
+            update(Campaign).values(
+                paused_at=datetime(2029, 12, 30, tzinfo=UTC), resumed_at=resumed_at
+            )
+        )
+    activities = NurtureActivities(sessions, mailer, settings, templates)
+    result = await activities.send_touchpoint(call)
+    assert result.outcome is SendOutcome.PAUSED
+    assert result.campaign_resumed_at == resumed_at
+    assert mail.messages == []
+    async with sessions() as session:
+        enrolment = await session.get_one(Enrolment, call.enrolment_id)
+        kinds = list(
+            await session.scalars(
+                select(RecipientEvent.kind).where(RecipientEvent.enrolment_id == enrolment.id)
+            )
+        )
+    # The next day at 09:00 in Paris: 11:00 had passed on the day of the resume.
+    assert enrolment.next_send_at == datetime(2030, 1, 3, 8, tzinfo=UTC)
+    assert kinds == ["entered", "held", "released"]
+    # Sent at its new moment, it goes.
+    released = dataclasses.replace(call, scheduled_at=datetime(2030, 1, 3, 8, tzinfo=UTC))
+    assert (await activities.send_touchpoint(released)).outcome is SendOutcome.SENT
+
+
+class _RemovingAfterTheCheck(Mailer):
+    """Right before the final dot (the e-mail is `sending`), an admin removes the
+    recipient: that e-mail is delivered, so the removal must not list it as cancelled."""
+
+    def __init__(self, settings: Settings, api: httpx.AsyncClient, path: str, tenant: Tenant):
+        super().__init__(settings)
+        self.api, self.path, self.tenant = api, path, tenant
+        self.removal: asyncio.Task[httpx.Response] | None = None
+
+    async def send(
+        self, message: Email, sender: str, recipient: str,
+        before_dot: Callable[[], Awaitable[None]],
+    ) -> None:  # fmt: skip
+        async def remove_after_the_check() -> None:
+            await before_dot()
+            removal = asyncio.create_task(self.api.delete(self.path, headers=self.tenant.admin))
+            # The removal commits, then waits for this send to end before answering.
+            while not removal.done() and not await self._removed():  # noqa: ASYNC110 (HTTP)
+                await asyncio.sleep(0.01)
+            self.removal = removal
+
+        await super().send(message, sender, recipient, remove_after_the_check)
+
+    async def _removed(self) -> bool:
+        listed = await self.api.get(self.path.rsplit("/", 1)[0], headers=self.tenant.admin)
+        return bool(listed.json()["items"][0]["status"] == "exited")
+
+
+async def test_an_e_mail_already_with_the_mail_server_is_not_reported_as_cancelled(
+    api: httpx.AsyncClient, tenant: Tenant, sessions: SessionFactory, settings: Settings,
+    templates: TemplateSandbox, inbox: tuple[Inbox, int],
+) -> None:  # fmt: skip
+    mail, _ = inbox
+    call = await due_touchpoint(api, tenant, sessions)
+    async with sessions() as session:
+        enrolment = await session.get_one(Enrolment, call.enrolment_id)
+    path = f"/campaigns/{enrolment.campaign_id}/recipients/{enrolment.candidate_id}"
+    mailer = _RemovingAfterTheCheck(settings, api, path, tenant)
+    result = await NurtureActivities(sessions, mailer, settings, templates).send_touchpoint(call)
+    assert result.outcome is SendOutcome.SENT
+    assert len(await mail.wait_for(1)) == 1
+    assert mailer.removal is not None
+    answer = (await mailer.removal).json()
+    assert answer["status"] == "exited" and answer["cancelled_touchpoint"] is None
+    timeline = (await api.get(f"{path}/timeline", headers=tenant.admin)).json()["entries"]
+    # (The activity runs on this process's clock here, the API on the test server's.)
+    assert sorted(e["kind"] for e in timeline) == ["entered", "exited", "sent"]
