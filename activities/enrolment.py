@@ -4,6 +4,7 @@ recipients' workflows of any batch, paced."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from temporalio import activity
@@ -23,6 +24,8 @@ from workflows.contracts import EnrolmentBatchInput
 if TYPE_CHECKING:
     # Only a type: the batch's workflow imports this module, and orchestration imports it.
     from orchestration import Workflows
+
+log = logging.getLogger(__name__)
 
 _BATCH_COMMIT_ATTEMPTS = 10
 # Candidates decided in one transaction, then started before the next are decided: the
@@ -85,6 +88,8 @@ class EnrolmentActivities:
             except BaseException:
                 # What it decides is kept either way: let it end, so a retry finds it.
                 await asyncio.wait([deciding])
+                if not deciding.cancelled() and (failed := deciding.exception()) is not None:
+                    log.warning("batch %s: the next chunk failed too: %r", call.batch_id, failed)
                 raise
             if done:
                 async with self._sessions() as session, session.begin():

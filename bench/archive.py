@@ -79,6 +79,7 @@ from bench.moves import (
     watch,
 )
 from bench.stack import (
+    CLOCK_TICKS,
     TIME_ZONE,
     Failed,
     Running,
@@ -111,9 +112,31 @@ class Enrolments(Store):
         return await asyncio.to_thread(self._scalar, query, {"campaign": campaign_id})
 
 
-def own_cpu() -> float:
-    """This process's CPU seconds: the bare side's client sends its signals from here."""
-    return cpu_seconds(os.getpid()) or 0.0
+def machine_cpu() -> float:
+    """CPU seconds every process of the machine spent (all cores), from /proc/stat."""
+    line = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, line[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+class Meter:
+    """CPU seconds from a moment on: the stack's children (bench/moves.py's), this process
+    (the bare side's client sends its signals from here), and the machine's: the others
+    are what the rest of the machine took meanwhile (it is shared)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.children = cpu_now(stack)
+        self.client = cpu_seconds(os.getpid()) or 0.0
+        self.machine = machine_cpu()
+
+    def since(self) -> dict[str, float]:
+        used = cpu_since(self.stack, self.children)
+        used["this client"] = round((cpu_seconds(os.getpid()) or 0.0) - self.client, 2)
+        used["machine"] = round(machine_cpu() - self.machine, 2)
+        mine = sum(v for k, v in used.items() if k != "machine")
+        used["others"] = round(used["machine"] - mine, 2)
+        return used
 
 
 # -- ours ---------------------------------------------------------------------------------
@@ -136,7 +159,6 @@ class Ours:
     exits_per_s: float | None = None
     cpu_post: dict[str, float] = field(default_factory=dict)  # until the answer
     cpu: dict[str, float] = field(default_factory=dict)  # until N closed
-    client_cpu_s: float | None = None  # this process (it only polls), until N closed
 
 
 async def enrol(
@@ -177,14 +199,14 @@ async def run_ours(
         return n if await count(client, teller_query) else 0
 
     log(f"ours: POST /campaigns/{ours.campaign_id}/archive, {n} recipients")
-    cpu0, client0 = cpu_now(stack), own_cpu()
+    meter = Meter(stack)
     t0 = time.monotonic()
     probes = {"closed": closed, "told": told}
-    watcher = asyncio.create_task(watch("ours", probes, n, t0, cpu0, args, stack))
+    watcher = asyncio.create_task(watch("ours", probes, n, t0, meter.children, args, stack))
     try:
         response = await http.post(f"/campaigns/{ours.campaign_id}/archive")
         ours.post_s = round(time.monotonic() - t0, 3)
-        ours.cpu_post = cpu_since(stack, cpu0)
+        ours.cpu_post = meter.since()
         ours.post_status, ours.post_bytes = response.status_code, len(response.content)
         if response.status_code != 200:
             raise Failed(f"the archive answered {response.status_code}: {response.text[:500]}")
@@ -199,8 +221,7 @@ async def run_ours(
     finally:
         watcher.cancel()
     ours.closed_s, ours.told_s = watched.reached_s["closed"], watched.reached_s["told"]
-    ours.closed, ours.cpu = watched.last["closed"], watched.cpu
-    ours.client_cpu_s = round(own_cpu() - client0, 2)
+    ours.closed, ours.cpu = watched.last["closed"], meter.since()
     ours.exits_per_s = rate(n, ours.closed_s)
     async for execution in client.list_workflows(teller_query):
         ours.told = await client.get_workflow_handle(execution.id).result()
@@ -224,7 +245,6 @@ class Bare:
     request_s_p95: float | None = None
     request_s_max: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # until N closed
-    client_cpu_s: float | None = None  # this process: the signals and the polls
 
 
 def bare_id(run: str, i: int) -> str:
@@ -280,10 +300,10 @@ async def run_bare(running: Running, bare: Bare, args: argparse.Namespace) -> Ba
         durations.append(time.monotonic() - sent)
 
     log(f"bare: {n} signals, {args.signal_concurrency} in flight")
-    cpu0, client0 = cpu_now(stack), own_cpu()
+    meter = Meter(stack)
     t0 = time.monotonic()
     probes = {"closed": closed, "signalled": signalled}
-    watcher = asyncio.create_task(watch("bare", probes, n, t0, cpu0, args, stack))
+    watcher = asyncio.create_task(watch("bare", probes, n, t0, meter.children, args, stack))
     try:
         await in_flight(args.signal_concurrency, range(n), signal)
         bare.signals_s = round(time.monotonic() - t0, 2)
@@ -294,9 +314,8 @@ async def run_bare(running: Running, bare: Bare, args: argparse.Namespace) -> Ba
     bare.closed_s, bare.closed, bare.cpu = (
         watched.reached_s["closed"],
         watched.last["closed"],
-        watched.cpu,
+        meter.since(),
     )
-    bare.client_cpu_s = round(own_cpu() - client0, 2)
     bare.exits_per_s = rate(n, bare.closed_s)
     bare.request_s_median, bare.request_s_p95, bare.request_s_max = spread(durations)
     return bare
@@ -323,7 +342,11 @@ def table(results: dict[str, Any]) -> str:
          f"{cell(ms(b.request_s_median))} / {cell(ms(b.request_s_p95))} / "
          f"{cell(ms(b.request_s_max))}", ""),
         *cpu_rows(o.cpu, b.cpu),
-        ("this client's CPU s (bare: its signals)", cell(o.client_cpu_s), cell(b.client_cpu_s),
+        ("this client's CPU s (bare: its signals)", cell(o.cpu.get("this client")),
+         cell(b.cpu.get("this client")), ""),
+        ("machine CPU s, all processes", cell(o.cpu.get("machine")), cell(b.cpu.get("machine")),
+         ""),
+        ("  others' (not this bench's)", cell(o.cpu.get("others")), cell(b.cpu.get("others")),
          ""),
         ("setup: s to N asleep", cell(o.enrolled_s), cell(b.started_s), ""),
     ]  # fmt: skip
