@@ -59,6 +59,7 @@ from zoneinfo import ZoneInfo
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+from temporalio.client import Client
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
 from bench.bare import SIGNAL, SIGNAL_WORKFLOW_NAME
@@ -139,6 +140,30 @@ class Meter:
         return used
 
 
+class Counts:
+    """Visibility counts, timed: on the dev server they share its one SQLite connection with
+    everything else, so a slow count holds up the workflows it is counting."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.durations: list[float] = []
+
+    async def __call__(self, query: str) -> int:
+        sent = time.monotonic()
+        try:
+            return await count(self.client, query)
+        finally:
+            self.durations.append(time.monotonic() - sent)
+
+    def summary(self) -> tuple[int, list[float | None], float]:
+        """How many; their median, p95 and max in milliseconds; their sum in seconds."""
+        return (
+            len(self.durations),
+            [ms(s) for s in spread(self.durations)],
+            round(sum(self.durations), 2),
+        )
+
+
 # -- ours ---------------------------------------------------------------------------------
 
 
@@ -159,6 +184,9 @@ class Ours:
     exits_per_s: float | None = None
     cpu_post: dict[str, float] = field(default_factory=dict)  # until the answer
     cpu: dict[str, float] = field(default_factory=dict)  # until N closed
+    counts: int = 0  # visibility counts while measuring
+    count_ms: list[float | None] = field(default_factory=list)  # median, p95, max
+    count_s: float = 0.0  # all of them: the server's connection was theirs that long
 
 
 async def enrol(
@@ -192,11 +220,13 @@ async def run_ours(
     )
     teller_query = f'WorkflowType="{TELLER}" AND ExecutionStatus="Completed"'
 
+    counts = Counts(client)
+
     async def closed() -> int:
-        return await count(client, closed_query)
+        return await counts(closed_query)
 
     async def told() -> int:
-        return n if await count(client, teller_query) else 0
+        return n if await counts(teller_query) else 0
 
     log(f"ours: POST /campaigns/{ours.campaign_id}/archive, {n} recipients")
     meter = Meter(stack)
@@ -223,6 +253,7 @@ async def run_ours(
     ours.closed_s, ours.told_s = watched.reached_s["closed"], watched.reached_s["told"]
     ours.closed, ours.cpu = watched.last["closed"], meter.since()
     ours.exits_per_s = rate(n, ours.closed_s)
+    ours.counts, ours.count_ms, ours.count_s = counts.summary()
     async for execution in client.list_workflows(teller_query):
         ours.told = await client.get_workflow_handle(execution.id).result()
     ours.store_exited = await store.archived(ours.campaign_id)
@@ -245,6 +276,9 @@ class Bare:
     request_s_p95: float | None = None
     request_s_max: float | None = None
     cpu: dict[str, float] = field(default_factory=dict)  # until N closed
+    counts: int = 0  # visibility counts while measuring
+    count_ms: list[float | None] = field(default_factory=list)  # median, p95, max
+    count_s: float = 0.0  # all of them: the server's connection was theirs that long
 
 
 def bare_id(run: str, i: int) -> str:
@@ -288,8 +322,10 @@ async def run_bare(running: Running, bare: Bare, args: argparse.Namespace) -> Ba
     closed_query = f'WorkflowType="{SIGNAL_WORKFLOW_NAME}" AND ExecutionStatus="Completed"'
     durations: list[float] = []
 
+    counts = Counts(client)
+
     async def closed() -> int:
-        return await count(client, closed_query)
+        return await counts(closed_query)
 
     async def signalled() -> int:
         return len(durations)
@@ -317,6 +353,7 @@ async def run_bare(running: Running, bare: Bare, args: argparse.Namespace) -> Ba
         meter.since(),
     )
     bare.exits_per_s = rate(n, bare.closed_s)
+    bare.counts, bare.count_ms, bare.count_s = counts.summary()
     bare.request_s_median, bare.request_s_p95, bare.request_s_max = spread(durations)
     return bare
 
@@ -341,6 +378,10 @@ def table(results: dict[str, Any]) -> str:
         ("signal ms median / p95 / max (bare)", "",
          f"{cell(ms(b.request_s_median))} / {cell(ms(b.request_s_p95))} / "
          f"{cell(ms(b.request_s_max))}", ""),
+        ("visibility counts while measuring", str(o.counts), str(b.counts), ""),
+        ("  their s, all together", cell(o.count_s), cell(b.count_s), ""),
+        ("  count ms median / p95 / max", " / ".join(cell(v, 0) for v in o.count_ms),
+         " / ".join(cell(v, 0) for v in b.count_ms), ""),
         *cpu_rows(o.cpu, b.cpu),
         ("this client's CPU s (bare: its signals)", cell(o.cpu.get("this client")),
          cell(b.cpu.get("this client")), ""),
@@ -446,7 +487,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=None,
         help="seconds per phase to wait for N (default: max(300, N/5))",
     )  # fmt: skip
-    parser.add_argument("--poll", type=float, default=0.5, help="visibility poll interval, s")
+    parser.add_argument(
+        "--poll", type=float, default=2.0,
+        help="visibility poll interval, s: each count holds the dev server's one SQLite "
+        "connection (up to a second at 20,000 workflows), slowing what it measures",
+    )  # fmt: skip
     parser.add_argument("--pause", type=float, default=5.0, help="quiet seconds before a side")
     parser.add_argument("--ours-first", action="store_true", help="archive before the bare side")
     parser.add_argument("--request-timeout", type=float, default=600.0, help="per request, s")

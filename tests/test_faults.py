@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.stack import TIME_ZONE, Running, Stack, create_campaign, start
 from store.models import Candidate, Message
@@ -86,8 +87,10 @@ async def _enrol_due_next_minute(running: Running) -> float:
 
 
 async def test_a_dispatch_with_its_worker_killed_then_frozen_delivers_every_e_mail_once(
-    database_url: str, tmp_path: Path
+    database_url: str, engine: AsyncEngine, tmp_path: Path
 ) -> None:
+    """`engine` empties the store first (PostgreSQL's database is the run's): the counts
+    below are of this test's rows alone."""
     stack = Stack(tmp_path)
     try:
         running = await start(stack, n=RECIPIENTS, source="fault test", database_url=database_url)
