@@ -2,7 +2,7 @@
 server.
 
     .venv/bin/python bench/archive.py [--n 20000] [--signal-concurrency 50] [--ours-first]
-        [--keep]
+        [--poll 2] [--keep]
 
 It starts the isolated stack of bench/stack.py (Temporal dev server, SQLite store, mail
 sink, worker.py, the API, the bare worker) with N candidates written straight into the
@@ -31,9 +31,14 @@ Then the two sides, one after the other (bare first; --ours-first for the other 
    CampaignSignalsWorkflow completed (every signal sent), and checks the store: N
    recipients exited, reason archived.
 
-For each side it reports the CPU seconds (/proc/<pid>/stat utime + stime) the Temporal
-server, the worker (and its template processes), the bare worker and the API spent from
-the first signal or the POST until every workflow had closed. It prints a table, a JSON
+Visibility is polled every --poll seconds (2): on the dev server a count holds its one
+SQLite connection, the one every workflow task needs too, so the counts are timed and their
+sum reported. For each side it reports the CPU seconds (/proc/<pid>/stat utime + stime) the
+Temporal server, the worker (and its template processes), the bare worker, the API and this
+process (the bare side's client) spent from the first signal or the POST until every
+workflow had closed, and what the rest of the machine took meanwhile (/proc/stat, less
+those): the machine may be shared, and a busy neighbour slows either side. It prints a
+table, a JSON
 line last on stdout, and writes the JSON to bench/results/archive-<timestamp>-n<N>.json.
 Everything it started is stopped at the end, on error and on Ctrl-C; the exit code is 0
 when both sides closed N workflows (and the store exited N), 1 when not, 130 when
